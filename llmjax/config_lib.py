@@ -1,0 +1,228 @@
+"""Experiment configs: the defaults every config starts from, argument parsing, and validation.
+
+A config file in `configs/` defines `get_config(arg=None)`. `arg` is the text after the colon in
+`--config=configs/FILE.py:epochs=1,tiny`, parsed by `parse_arg` against typed defaults. Every config
+starts from `base_config()`, which names every key llmjax knows; `validate` rejects keys that are not
+there and values that cannot work, with one line that names the key and the fix, before anything
+heavy starts.
+"""
+
+import dataclasses
+import difflib
+import json
+import math
+import re
+import types
+
+import ml_collections
+
+from llmjax.errors import UserError
+from llmjax.models import bert
+
+# Logical axis -> mesh axes (MaxText style). Changing the parallelism of a run is a change here.
+DEFAULT_LOGICAL_RULES = (
+    ('batch', ('data', 'fsdp')),
+    ('length', None),
+    ('embed', 'fsdp'),
+    ('heads', 'tensor'),
+    ('kv', None),
+    ('mlp', 'tensor'),
+    ('vocab', 'tensor'),
+)
+MESH_AXES = ('data', 'fsdp', 'tensor')
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key llmjax reads, with its default. Experiment configs change values, never add keys."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.num_epochs = 3
+  c.num_train_steps = -1          # > 0 stops after this many steps (overrides num_epochs).
+  c.batch_size = 32               # Global batch, split over the data-parallel devices.
+  c.eval_batch_size = 64
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'bert_classifier'
+  # '' = random init; 'asset:NAME' or a path = a Hugging Face directory (config.json + model.safetensors)
+  # whose architecture replaces the fields below in the resolved config.
+  c.model.init_from = ''
+  # The architecture: every field of BertConfig, BERT-base by default.
+  c.model.update(dataclasses.asdict(bert.BertConfig()))
+
+  c.task = ml_collections.ConfigDict()
+  c.task.name = 'classification'
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'movie_reviews'   # llmjax's own builder, or any tfds name (e.g. 'glue/sst2').
+  c.data.data_dir = ''            # '' = $LLMJAX_CACHE/tensorflow_datasets
+  c.data.splits = ml_collections.ConfigDict(
+      dict(train='train', validation='validation', test='test'))
+  c.data.text_keys = ('sentence',)
+  c.data.label_key = 'label'
+  c.data.max_len = 128
+  c.data.buckets = (32, 64, 128)
+  c.data.max_train_examples = -1
+
+  c.tokenizer = ml_collections.ConfigDict()
+  c.tokenizer.vocab = 'asset:all-MiniLM-L6-v2/vocab.txt'
+  c.tokenizer.lowercase = True
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'adamw'
+  c.optim.lr = 3e-5
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
+  c.optim.weight_decay = 0.01
+  c.optim.no_decay = r'(bias|scale)$'  # Regex over '/'-joined parameter paths: biases and LayerNorm.
+  c.optim.schedule = 'linear'          # linear | cosine | constant, after the warmup.
+  c.optim.warmup_frac = 0.1            # Fraction of the training steps spent warming up.
+  c.optim.clip_norm = 1.0              # Global gradient-norm clipping; 0 disables it.
+  c.optim.grad_accum_steps = 1         # Microbatches per step; the batch is split into this many.
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # One size may be -1.
+  c.logical_rules = DEFAULT_LOGICAL_RULES
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = 0          # 0 = only at the end of each epoch.
+  c.eval.metric = 'accuracy'      # Validation metric for early stopping and the best checkpoint.
+  c.eval.mode = 'max'
+  c.eval.patience = 0             # Evaluations without improvement before stopping; 0 = never stop.
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 200  # Also saved after every evaluation and at the end.
+  c.checkpoint.keep = 2           # The last `keep` checkpoints are kept, plus the best one.
+
+  c.log_every_steps = 20
+  return c
+
+
+def parse_arg(arg: str | None, **spec) -> types.SimpleNamespace:
+  """Parses 'a=1,b=x,flag' against `spec` (name -> default; the default's type is the value's type).
+
+  A bare name sets a bool to True. Unknown names and values of the wrong type are a UserError.
+  """
+  values = dict(spec)
+  for item in filter(None, (arg or '').split(',')):
+    name, has_value, text = item.partition('=')
+    name = name.strip()
+    if name not in spec:
+      raise UserError(f'unknown config argument {name!r}: choose from {", ".join(spec)}')
+    kind = type(spec[name])
+    if not has_value:
+      if kind is not bool:
+        raise UserError(f'config argument {name!r} needs a value: write {name}=...')
+      values[name] = True
+    elif kind is bool:
+      if text.lower() not in ('true', 'false', '1', '0'):
+        raise UserError(f'config argument {name}={text!r} is not a bool: write {name}=true or false')
+      values[name] = text.lower() in ('true', '1')
+    else:
+      try:
+        values[name] = kind(text)
+      except ValueError:
+        raise UserError(f'config argument {name}={text!r} is not a {kind.__name__}') from None
+  return types.SimpleNamespace(**values)
+
+
+def _flatten(c, prefix=''):
+  for k, v in c.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      yield from _flatten(v, f'{prefix}{k}.')
+    else:
+      yield f'{prefix}{k}', v
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises UserError naming the first key that is unknown or inconsistent."""
+  known = dict(_flatten(base_config()))
+  for key, _ in _flatten(config):
+    if key not in known:
+      close = difflib.get_close_matches(key, known, n=1)
+      hint = f': did you mean {close[0]}?' if close else ': remove it'
+      raise UserError(f'unknown config key {key}{hint}')
+
+  def get(key):
+    value = config
+    for part in key.split('.'):
+      value = value[part]
+    return value
+
+  def need(ok, key, fix):
+    if not ok:
+      raise UserError(f'config.{key}={get(key)!r} {fix}')
+
+  need(config.model.name in ('bert_classifier',), 'model.name', 'is not a known model: use bert_classifier')
+  need(config.task.name in ('classification',), 'task.name', 'is not a known task: use classification')
+  need(config.optim.name in ('adamw',), 'optim.name', 'is not a known optimizer: use adamw')
+  need(config.optim.lr > 0, 'optim.lr', 'must be > 0: pass e.g. --config.optim.lr=3e-5')
+  need(config.optim.weight_decay >= 0, 'optim.weight_decay', 'must be >= 0')
+  need(0 <= config.optim.warmup_frac < 1, 'optim.warmup_frac', 'must be in [0, 1)')
+  need(config.optim.schedule in ('linear', 'cosine', 'constant'), 'optim.schedule',
+       'must be linear, cosine or constant')
+  need(config.optim.clip_norm >= 0, 'optim.clip_norm', 'must be >= 0 (0 disables clipping)')
+  try:
+    re.compile(config.optim.no_decay)
+  except re.error as e:
+    raise UserError(f'config.optim.no_decay={config.optim.no_decay!r} is not a regex ({e})') from None
+  need(config.num_epochs > 0 or config.num_train_steps > 0, 'num_epochs',
+       'must be > 0 (or set num_train_steps > 0)')
+  for key in ('batch_size', 'eval_batch_size', 'optim.grad_accum_steps', 'log_every_steps',
+              'checkpoint.keep'):
+    need(get(key) > 0, key, 'must be > 0')
+  for key in ('model.dtype', 'model.param_dtype'):
+    need(get(key) in ('float32', 'bfloat16', 'float16'), key, 'must be float32, bfloat16 or float16')
+  for key in ('model.hidden_dropout', 'model.attention_dropout'):
+    need(0 <= get(key) < 1, key, 'must be in [0, 1)')
+  need(config.model.hidden_size % config.model.num_heads == 0, 'model.num_heads',
+       f'must divide model.hidden_size={config.model.hidden_size}')
+  need(config.eval.mode in ('max', 'min'), 'eval.mode', 'must be max or min')
+  need(config.eval.metric in ('accuracy', 'precision', 'recall', 'f1', 'loss'), 'eval.metric',
+       'must be one of accuracy, precision, recall, f1, loss')
+  need(config.eval.patience >= 0, 'eval.patience', 'must be >= 0 (0 = no early stopping)')
+  buckets = tuple(config.data.buckets)
+  need(list(buckets) == sorted(set(buckets)) and buckets and buckets[0] > 2, 'data.buckets',
+       'must be increasing lengths > 2')
+  need(buckets[-1] == config.data.max_len, 'data.max_len',
+       f'must equal the last bucket {buckets[-1]}: set data.buckets to end at data.max_len')
+  need(config.data.max_len <= config.model.max_position_embeddings, 'data.max_len',
+       f'exceeds model.max_position_embeddings={config.model.max_position_embeddings}')
+  need(1 <= len(config.data.text_keys) <= 2, 'data.text_keys', 'must name one or two text features')
+  for split in ('train', 'validation', 'test'):
+    need(split in config.data.splits, 'data.splits', f'lacks the {split!r} split')
+
+  shape = mesh_shape(config.mesh, num_devices)
+  dp = shape['data'] * shape['fsdp']
+  for key in ('batch_size', 'eval_batch_size'):
+    need(config[key] % dp == 0, key,
+         f'is not divisible by the data-parallel size data*fsdp={dp}: use a multiple of {dp}')
+  need(config.batch_size % (dp * config.optim.grad_accum_steps) == 0, 'optim.grad_accum_steps',
+       f'splits batch_size={config.batch_size} into microbatches not divisible by data*fsdp={dp}')
+  mesh_axes = set(MESH_AXES)
+  for rule in config.logical_rules:
+    axes = rule[1] if isinstance(rule[1], (tuple, list)) else (rule[1],)
+    for axis in axes:
+      need(axis is None or axis in mesh_axes, 'logical_rules',
+           f'maps {rule[0]!r} to an unknown mesh axis {axis!r}')
+
+
+def mesh_shape(mesh: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]:
+  """Mesh sizes with the one -1 filled in from the device count."""
+  sizes = {axis: int(mesh.get(axis, 1)) for axis in MESH_AXES}
+  free = [a for a, s in sizes.items() if s == -1]
+  if len(free) > 1 or any(s == 0 or s < -1 for s in sizes.values()):
+    raise UserError(f'config.mesh={dict(sizes)} may hold one -1 and otherwise positive sizes')
+  fixed = math.prod(s for s in sizes.values() if s != -1)
+  if free:
+    if num_devices % fixed:
+      raise UserError(f'config.mesh={dict(sizes)}: {num_devices} devices cannot be split by {fixed}; '
+                      f'choose sizes whose product divides {num_devices}')
+    sizes[free[0]] = num_devices // fixed
+  if math.prod(sizes.values()) != num_devices:
+    raise UserError(f'config.mesh={dict(sizes)} needs {math.prod(sizes.values())} devices but '
+                    f'{num_devices} are present: make the product {num_devices} or set one size to -1')
+  return sizes
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)

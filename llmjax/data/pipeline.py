@@ -1,0 +1,318 @@
+"""Input pipeline for text classification: TFDS (ArrayRecord) -> grain -> padded numpy batches.
+
+`build(config)` opens the configured dataset and returns a `ClassificationData`, whose iterators
+give dicts of numpy arrays for one process:
+
+  input_ids, token_type_ids, attention_mask: int32 [b, L]   (attention_mask 1 = real token)
+  label: int32 [b];  weight: float32 [b]   (1 = real example, 0 = padding row)
+
+with b = global batch // process_count and L the smallest of `config.data.buckets` that holds the
+longest sequence of the *global* batch, so every process agrees on the shape without talking to
+the others.
+
+Training order is a pure function of (config.seed, step): global step s is batch s % spe of epoch
+s // spe (spe = steps_per_epoch), and every epoch is a fresh seeded permutation of the train split.
+`train_iter(start_step)` therefore resumes a killed run exactly, and the order does not depend on
+the number of processes. Evaluation reads a split in its stored order, pads the last batch with
+weight-0 rows, and so counts every example exactly once.
+
+Everything runs in the training process (no grain worker processes); a background thread
+prepares the next few batches while the accelerator works.
+"""
+
+from collections.abc import Iterator, Sequence
+import contextlib
+import fcntl
+import hashlib
+import importlib
+import os
+import pathlib
+from typing import Any
+
+from absl import logging
+import grain
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+import tokenizers
+
+from llmjax import assets
+from llmjax.data import tokenizers as tokenizers_lib
+from llmjax.errors import UserError
+
+# Batches prepared ahead of the one being consumed. Reading and tokenizing a batch of 32 takes a
+# few milliseconds, so a small buffer is enough to hide it behind a training step.
+_PREFETCH_BATCHES = 4
+# TFDS packages whose builders are imported lazily; `tfds.builder` only finds e.g. `glue` once its
+# package has been imported (the new-style `datasets/` builders such as imdb_reviews are found
+# without this).
+_TFDS_BUILDER_PACKAGES = ('text', 'structured', 'summarization', 'question_answering', 'translate',
+                          'text_simplification')
+
+
+class ClassificationData:
+  """A prepared classification dataset: tokenizer, label set and batch iterators for one process.
+
+  Attributes:
+    tokenizer: the WordPiece tokenizer used for the batches.
+    num_labels: number of classes.
+    label_names: class names, index = label id.
+    steps_per_epoch: global train batches per epoch (the remainder of the epoch is dropped).
+    num_examples: examples per configured split, e.g. {'train': 8453, 'validation': 1069, ...}.
+  """
+
+  def __init__(self, *, tokenizer: tokenizers.Tokenizer, label_names: Sequence[str],
+               splits: dict[str, Sequence[Any]], text_keys: Sequence[str], label_key: str,
+               buckets: Sequence[int], batch_size: int, eval_batch_size: int, seed: int,
+               process_index: int, process_count: int):
+    self.tokenizer = tokenizer
+    self.label_names = list(label_names)
+    self.num_labels = len(self.label_names)
+    self._splits = {name: _Examples(src, text_keys, label_key) for name, src in splits.items()}
+    self.num_examples = {name: len(ex) for name, ex in self._splits.items()}
+    self._pair = len(text_keys) == 2
+    self._buckets = tuple(buckets)
+    self._batch_size = batch_size
+    self._eval_batch_size = eval_batch_size
+    self._process_index = process_index
+    self._process_count = process_count
+    self._pad_id = tokenizer.token_to_id(tokenizers_lib.PAD)
+    # Filler for eval padding rows: the encoding of empty text, [CLS] [SEP] (+ [SEP] for pairs),
+    # so a padding row is a valid input the model can run on; its weight of 0 removes it from
+    # every metric.
+    self._filler = tokenizer.encode('', '') if self._pair else tokenizer.encode('')
+    self.steps_per_epoch = self.num_examples['train'] // batch_size
+    if self.steps_per_epoch == 0:
+      raise UserError(f'the train split has {self.num_examples["train"]} examples, fewer than '
+                      f'config.batch_size={batch_size}: lower the batch size or use more data')
+    self._order_seed = _order_seed(seed)
+    max_len = (tokenizer.truncation or {}).get('max_length')
+    if max_len is None or max_len > self._buckets[-1]:
+      raise ValueError(f'the tokenizer truncates to {max_len}, longer than the largest bucket '
+                       f'{self._buckets[-1]}')
+
+  def train_iter(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """Returns the endless stream of this process's train batches, from global step start_step."""
+    if start_step < 0:
+      raise ValueError(f'start_step must be >= 0, got {start_step}')
+    ds = grain.MapDataset.source(self._splits['train'])
+    # Element s of the repeated dataset is global batch s: grain's batch keeps epochs apart
+    # (dropping each epoch's remainder) and its shuffle permutes epoch e with seed
+    # (order_seed + e), so the stream is a function of (seed, step) that can be sliced at any step.
+    ds = ds.shuffle(seed=self._order_seed)
+    ds = ds.batch(self._batch_size, drop_remainder=True, batch_fn=list).repeat()
+    ds = ds[start_step:].map(lambda examples: self._collate(examples, self._batch_size))
+    return iter(ds.to_iter_dataset(_read_options()))
+
+  def eval_iter(self, split: str) -> Iterator[dict[str, np.ndarray]]:
+    """Returns this process's batches of `split` in stored order; the last is padded (weight 0)."""
+    if split not in self._splits:
+      raise UserError(f'no split {split!r} is configured (have {sorted(self._splits)}): add it to '
+                      'config.data.splits')
+    ds = grain.MapDataset.source(self._splits[split])
+    ds = ds.batch(self._eval_batch_size, drop_remainder=False, batch_fn=list)
+    ds = ds.map(lambda examples: self._collate(examples, self._eval_batch_size))
+    return iter(ds.to_iter_dataset(_read_options()))
+
+  def _collate(self, examples: list[tuple[tuple[str, ...], int]],
+               global_size: int) -> dict[str, np.ndarray]:
+    """Tokenizes one global batch and returns this process's rows, padded to a bucket length."""
+    # Every process tokenizes the whole global batch (cheap) so that all of them pick the same
+    # bucket length L without communicating; each then keeps only its own rows.
+    texts = [t if self._pair else t[0] for t, _ in examples]
+    encodings = self.tokenizer.encode_batch(texts)
+    encodings += [self._filler] * (global_size - len(examples))
+    labels = [label for _, label in examples] + [0] * (global_size - len(examples))
+    weights = [1.0] * len(examples) + [0.0] * (global_size - len(examples))
+    longest = max(len(e.ids) for e in encodings)
+    length = next(b for b in self._buckets if b >= longest)  # truncation keeps longest <= last
+
+    rows = global_size // self._process_count
+    lo = self._process_index * rows
+    batch = {
+        'input_ids': np.full((rows, length), self._pad_id, np.int32),
+        'token_type_ids': np.zeros((rows, length), np.int32),
+        'attention_mask': np.zeros((rows, length), np.int32),
+        'label': np.asarray(labels[lo:lo + rows], np.int32),
+        'weight': np.asarray(weights[lo:lo + rows], np.float32),
+    }
+    for i, enc in enumerate(encodings[lo:lo + rows]):
+      n = len(enc.ids)
+      batch['input_ids'][i, :n] = enc.ids
+      batch['token_type_ids'][i, :n] = enc.type_ids
+      batch['attention_mask'][i, :n] = 1
+    # TFDS marks unlabelled examples (e.g. GLUE test splits) with label -1: keep the row for the
+    # shapes but give it weight 0 and a valid class id, so it never feeds a wrong label to the loss.
+    unlabelled = batch['label'] < 0
+    batch['weight'][unlabelled] = 0.0
+    batch['label'][unlabelled] = 0
+    return batch
+
+
+class _Examples:
+  """Random-access view of a TFDS data source as ((text, ...), label) with `str` texts."""
+
+  def __init__(self, source: Sequence[Any], text_keys: Sequence[str], label_key: str):
+    self._source = source
+    self._text_keys = tuple(text_keys)
+    self._label_key = label_key
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> tuple[tuple[str, ...], int]:
+    ex = self._source[index]
+    return tuple(_as_str(ex[k]) for k in self._text_keys), int(ex[self._label_key])
+
+
+def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
+          process_count: int = 1) -> ClassificationData:
+  """Opens (preparing it on first use) the configured dataset and returns its batch iterators."""
+  data = config.data
+  batch_size, eval_batch_size = int(config.batch_size), int(config.eval_batch_size)
+  for field, value in (('batch_size', batch_size), ('eval_batch_size', eval_batch_size)):
+    if value <= 0 or value % process_count:
+      fixed = max(process_count, value - value % process_count)
+      raise UserError(f'config.{field}={value} must be a positive multiple of the process count '
+                      f'{process_count}: pass e.g. --config.{field}={fixed}')
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index={process_index} not in [0, {process_count})')
+  buckets = tuple(int(b) for b in data.buckets)
+  if not buckets or any(b <= 0 for b in buckets) or list(buckets) != sorted(set(buckets)):
+    raise UserError(f'config.data.buckets={buckets} must be increasing positive lengths: '
+                    'e.g. --config.data.buckets="(32, 64, 128)"')
+  if buckets[-1] != data.max_len:
+    raise UserError(f'config.data.max_len={data.max_len} must equal the largest bucket '
+                    f'{buckets[-1]}: set both to the same length')
+  text_keys = (data.text_keys,) if isinstance(data.text_keys, str) else tuple(data.text_keys)
+  if len(text_keys) not in (1, 2):
+    raise UserError(f'config.data.text_keys={text_keys} must name one text feature or two (a '
+                    'sentence pair)')
+  split_specs = dict(data.splits)
+  if 'train' not in split_specs:
+    raise UserError(f'config.data.splits={split_specs} has no "train" entry: add one, e.g. '
+                    "train='train[:90%]'")
+
+  tokenizer = tokenizers_lib.wordpiece(tokenizers_lib.resolve_path(config.tokenizer.vocab),
+                                       lowercase=config.tokenizer.lowercase, max_len=data.max_len)
+  data_dir = pathlib.Path(data.data_dir or assets.cache_dir() / 'tensorflow_datasets').expanduser()
+  sources = _open_splits(data.name, split_specs, data_dir)
+
+  features = next(iter(sources.values())).dataset_info.features
+  missing = [k for k in (*text_keys, data.label_key) if k not in features]
+  if missing:
+    raise UserError(f'dataset {data.name!r} has no feature {missing[0]!r} (features: '
+                    f'{sorted(features.keys())}): fix config.data.text_keys / label_key')
+  label_feature = features[data.label_key]
+  if not isinstance(label_feature, tfds.features.ClassLabel):
+    raise UserError(f'feature {data.label_key!r} of {data.name!r} is not a class label: set '
+                    'config.data.label_key to a ClassLabel feature')
+
+  if data.max_train_examples > 0:
+    sources['train'] = _Prefix(sources['train'], data.max_train_examples)
+  result = ClassificationData(
+      tokenizer=tokenizer, label_names=label_feature.names, splits=sources, text_keys=text_keys,
+      label_key=data.label_key, buckets=buckets, batch_size=batch_size,
+      eval_batch_size=eval_batch_size, seed=config.seed, process_index=process_index,
+      process_count=process_count)
+  logging.info('data %s: %s examples, %d labels %s, %d train steps per epoch', data.name,
+               result.num_examples, result.num_labels, result.label_names, result.steps_per_epoch)
+  return result
+
+
+def _open_splits(name: str, split_specs: dict[str, str],
+                 data_dir: pathlib.Path) -> dict[str, Sequence[Any]]:
+  """Returns a TFDS data source per split; prepares the dataset (as ArrayRecord) when needed."""
+  # Processes sharing data_dir (several processes on one host) take turns: two preparing at once
+  # collide when TFDS renames its output into place and the loser fails; the one that waits finds
+  # the data ready.
+  with _exclusive(data_dir / '.llmjax-prepare.lock'):
+    if name.split(':')[0] == 'movie_reviews':
+      # Prepared outside the error translation below: a failure here is an asset problem (already
+      # a UserError) or a bug that should keep its traceback. Importing the module registers the
+      # builder with TFDS; preparing is idempotent (a prepared dataset is left as it is).
+      from llmjax.data import movie_reviews  # pylint: disable=g-import-not-at-top,unused-import
+      tfds.builder(name, data_dir=os.fspath(data_dir), file_format='array_record'
+                  ).download_and_prepare(file_format='array_record')
+    for attempt in range(2):
+      try:
+        # ArrayRecord is the random-access format that needs no TensorFlow.
+        return dict(tfds.data_source(name, split=split_specs, data_dir=os.fspath(data_dir),
+                                     download=True, builder_kwargs={'file_format': 'array_record'}))
+      except tfds.core.DatasetNotFoundError as e:
+        if attempt:
+          raise UserError(f'unknown dataset config.data.name={name!r}: use movie_reviews or a '
+                          'TFDS name such as glue/sst2 or imdb_reviews') from e
+        _import_tfds_builders()
+      except UserError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        # Typically: no network to download from, data prepared in another format, a bad split
+        # string. Name the cause in one line; the chained traceback keeps the details.
+        cause = (str(e).strip().splitlines() or [''])[0][:300]
+        raise UserError(
+            f'cannot open TFDS dataset {name!r} splits {split_specs} in {data_dir} '
+            f'({type(e).__name__}: {cause}): check the split names, or prepare it as ArrayRecord '
+            'on a machine with internet (tfds.data_source(name, data_dir=..., '
+            "builder_kwargs={'file_format': 'array_record'})) and copy data_dir") from e
+  raise AssertionError('unreachable')
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: pathlib.Path) -> Iterator[None]:
+  """Holds an exclusive lock on lock_path (an advisory flock, released if the process dies)."""
+  lock_path.parent.mkdir(parents=True, exist_ok=True)
+  with open(lock_path, 'a') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _import_tfds_builders() -> None:
+  """Imports TFDS's lazily loaded builder packages so that `tfds.builder` can find e.g. glue."""
+  for package in _TFDS_BUILDER_PACKAGES:
+    try:
+      importlib.import_module(f'tensorflow_datasets.{package}')
+    except ImportError as e:  # Some builders need optional packages; the others still register.
+      logging.debug('could not import tensorflow_datasets.%s: %s', package, e)
+
+
+class _Prefix:
+  """The first n examples of a data source (config.data.max_train_examples)."""
+
+  def __init__(self, source: Sequence[Any], n: int):
+    self._source = source
+    self._n = min(n, len(source))
+
+  def __len__(self) -> int:
+    return self._n
+
+  def __getitem__(self, index: int) -> Any:
+    if not 0 <= index < self._n:
+      raise IndexError(index)
+    return self._source[index]
+
+
+def _as_str(value: Any) -> str:
+  # Text features come back from ArrayRecord as bytes (numpy or Python); mocks may give str.
+  if isinstance(value, np.ndarray):
+    value = value.item()
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def _order_seed(seed: int) -> int:
+  """The 32-bit shuffle seed for config.seed; epoch e is shuffled with (order_seed + e) mod 2**32.
+
+  Hashing keeps nearby config seeds apart: with seed + e directly, seed 1 would replay seed 0's
+  epoch orders shifted by one epoch.
+  """
+  digest = hashlib.sha256(f'llmjax/train-order/{int(seed)}'.encode()).digest()
+  return int.from_bytes(digest[:4], 'little')
+
+
+def _read_options() -> grain.ReadOptions:
+  # One background thread runs the whole pipeline ahead of the consumer (tokenization itself is
+  # parallel inside `tokenizers`); results come back in order.
+  return grain.ReadOptions(num_threads=1, prefetch_buffer_size=_PREFETCH_BATCHES)

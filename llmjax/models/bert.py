@@ -1,0 +1,167 @@
+"""BERT (Devlin et al., 2019), computing exactly what Hugging Face `BertModel` computes.
+
+A post-LayerNorm Transformer encoder:
+
+  x = LN(word_emb[ids] + position_emb[0..L-1] + token_type_emb[types]);  x = Dropout(x)
+  for each layer:
+    x = LN(x + Dropout(SelfAttention(x)))    # attention probabilities also see dropout
+    x = LN(x + Dropout(Mlp(x)))              # Mlp: dense -> exact GELU -> dense
+  pooled = tanh(Dense(x[:, 0]))              # the [CLS] token
+
+Parameter tree of `BertForSequenceClassification` (`hf_bert` maps it to and from HF tensor names):
+
+  bert/embeddings/{word_embeddings, position_embeddings, token_type_embeddings}/embedding
+  bert/embeddings/ln/{scale, bias}
+  bert/layer_{i}/attention/{q, k, v, out}/{kernel, bias}
+  bert/layer_{i}/attention_ln/{scale, bias}
+  bert/layer_{i}/mlp/{wi, wo}/{kernel, bias}
+  bert/layer_{i}/mlp_ln/{scale, bias}
+  bert/pooler/{kernel, bias}
+  classifier/{kernel, bias}
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from llmjax.errors import UserError
+from llmjax.models import layers
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  """BERT architecture; the defaults are BERT-base (and HF's `BertConfig` defaults)."""
+  vocab_size: int = 30522
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  intermediate_size: int = 3072
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  hidden_dropout: float = 0.1
+  attention_dropout: float = 0.1
+  initializer_range: float = 0.02
+  dtype: str = 'float32'  # compute
+  param_dtype: str = 'float32'  # stored weights
+
+  def __post_init__(self):
+    if self.hidden_size % self.num_heads:
+      raise UserError(f'BERT hidden_size={self.hidden_size} is not divisible by '
+                      f'num_heads={self.num_heads}: choose num_heads that divides hidden_size')
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+
+def _dtypes(config: BertConfig) -> dict:
+  """The compute and parameter dtypes, as keyword arguments for `layers`."""
+  return dict(dtype=layers.dtype(config.dtype), param_dtype=layers.dtype(config.param_dtype))
+
+
+def _init(config: BertConfig) -> layers.Initializer:
+  """HF's init for kernels and embeddings, N(0, initializer_range^2); biases are 0, LN scales 1."""
+  return nn.initializers.normal(stddev=config.initializer_range)
+
+
+class BertEmbeddings(nn.Module):
+  """Sum of word, position and token-type embeddings, then LayerNorm and dropout."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, *,
+               deterministic: bool) -> jax.Array:
+    """input_ids, token_type_ids [B, L] int -> [B, L, H]."""
+    cfg = self.config
+    length = input_ids.shape[1]
+    if length > cfg.max_position_embeddings:
+      # Out-of-range positions would silently read NaN, so refuse them here, where the shape is static.
+      raise UserError(f'sequence length {length} exceeds BERT max_position_embeddings='
+                      f'{cfg.max_position_embeddings}: truncate inputs to at most that many tokens')
+    kw = dict(embedding_init=_init(cfg), **_dtypes(cfg))
+    h = cfg.hidden_size
+    x = layers.embed(cfg.vocab_size, h, ('vocab', 'embed'), name='word_embeddings', **kw)(input_ids)
+    x += layers.embed(cfg.max_position_embeddings, h, (None, 'embed'), name='position_embeddings',
+                      **kw)(jnp.arange(length)[None, :])
+    x += layers.embed(cfg.type_vocab_size, h, (None, 'embed'), name='token_type_embeddings',
+                      **kw)(token_type_ids)
+    x = layers.layer_norm(epsilon=cfg.layer_norm_eps, name='ln', **_dtypes(cfg))(x)
+    x = nn.Dropout(rate=cfg.hidden_dropout)(x, deterministic=deterministic)
+    return nn.with_logical_constraint(x, ('batch', 'length', 'embed'))  # [B, L, H]
+
+
+class BertLayer(nn.Module):
+  """One post-LN encoder layer: self-attention and MLP, each followed by dropout, residual and LN."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array, *, deterministic: bool) -> jax.Array:
+    """x [B, L, H], mask [B, 1, L, L] bool -> [B, L, H]."""
+    cfg = self.config
+    kw = _dtypes(cfg)
+    h = layers.MultiHeadAttention(
+        num_heads=cfg.num_heads, head_dim=cfg.head_dim, dropout_rate=cfg.attention_dropout,
+        kernel_init=_init(cfg), name='attention', **kw)(x, x, mask, deterministic=deterministic)
+    h = nn.Dropout(rate=cfg.hidden_dropout)(h, deterministic=deterministic)
+    x = layers.layer_norm(epsilon=cfg.layer_norm_eps, name='attention_ln', **kw)(x + h)
+    x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+
+    h = layers.Mlp(cfg.intermediate_size, activation=layers.gelu, kernel_init=_init(cfg),
+                   name='mlp', **kw)(x)
+    h = nn.Dropout(rate=cfg.hidden_dropout)(h, deterministic=deterministic)
+    x = layers.layer_norm(epsilon=cfg.layer_norm_eps, name='mlp_ln', **kw)(x + h)
+    return nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+
+
+class BertEncoder(nn.Module):
+  """BERT: embeddings, `num_layers` encoder layers and the [CLS] pooler (HF `BertModel`)."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, attention_mask: jax.Array, *,
+               deterministic: bool) -> tuple[jax.Array, jax.Array]:
+    """Encodes a batch.
+
+    Args:
+      input_ids: [B, L] int token ids.
+      token_type_ids: [B, L] int segment ids (0 for the first sentence, 1 for the second).
+      attention_mask: [B, L] int or bool, 1 = real token, 0 = padding.
+      deterministic: True disables dropout; False needs a 'dropout' rng.
+
+    Returns:
+      sequence_output [B, L, H] (the last layer's hidden states) and pooled_output [B, H].
+    """
+    cfg = self.config
+    x = BertEmbeddings(cfg, name='embeddings')(input_ids, token_type_ids, deterministic=deterministic)
+    # Only keys are masked, as in HF: padded positions still attend to the real tokens, so their
+    # (unused) outputs match HF too.
+    mask = layers.make_attention_mask(jnp.ones_like(attention_mask), attention_mask)  # [B, 1, L, L]
+    for i in range(cfg.num_layers):
+      x = BertLayer(cfg, name=f'layer_{i}')(x, mask, deterministic=deterministic)
+    # The pooler reads the [CLS] token's final state; pre-training fits it to next-sentence prediction.
+    pooled = layers.dense(cfg.hidden_size, ('embed', 'mlp'), kernel_init=_init(cfg), name='pooler',
+                          **_dtypes(cfg))(x[:, 0])
+    return x, jnp.tanh(pooled)
+
+
+class BertForSequenceClassification(nn.Module):
+  """BERT with a linear classifier on the pooled output (HF `BertForSequenceClassification`)."""
+  config: BertConfig
+  num_labels: int
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, attention_mask: jax.Array, *,
+               deterministic: bool) -> jax.Array:
+    """Same inputs as `BertEncoder` -> float32 logits [B, num_labels]."""
+    cfg = self.config
+    _, pooled = BertEncoder(cfg, name='bert')(input_ids, token_type_ids, attention_mask,
+                                              deterministic=deterministic)
+    pooled = nn.Dropout(rate=cfg.hidden_dropout)(pooled, deterministic=deterministic)
+    # Classes are not a sharded axis: the kernel's output dim has no logical name.
+    logits = layers.dense(self.num_labels, ('embed', None), kernel_init=_init(cfg), name='classifier',
+                          **_dtypes(cfg))(pooled)
+    # float32 so the loss and metrics never run in bfloat16.
+    return logits.astype(jnp.float32)

@@ -1,0 +1,47 @@
+"""The optimizer and learning-rate schedule, built from `config.optim`.
+
+Which parameters get weight decay is chosen by a regex over '/'-joined parameter paths
+(`config.optim.no_decay`, by default biases and LayerNorm parameters, as in BERT), not by code.
+Gradient accumulation lives in the train step, so one optimizer update is one step.
+"""
+
+import re
+
+import jax
+import ml_collections
+import optax
+
+
+def path_str(path) -> str:
+  """'bert/layer_0/attention/q/kernel' for a tree path from `jax.tree_util`."""
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
+
+
+def decay_mask(params, no_decay: str):
+  """True for parameters that get weight decay: those whose path does not match `no_decay`."""
+  pattern = re.compile(no_decay)
+  return jax.tree_util.tree_map_with_path(lambda p, _: not pattern.search(path_str(p)), params)
+
+
+def learning_rate(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """Linear warmup from 0 to `lr`, then linear or cosine decay to 0 (or constant) at `total_steps`."""
+  warmup = int(config.warmup_frac * total_steps)
+  decay_steps = max(total_steps - warmup, 1)
+  after = {
+      'linear': optax.linear_schedule(config.lr, 0.0, decay_steps),
+      'cosine': optax.cosine_decay_schedule(config.lr, decay_steps),
+      'constant': optax.constant_schedule(config.lr),
+  }[config.schedule]
+  if not warmup:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup), after], [warmup])
+
+
+def make(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  """AdamW (decoupled weight decay, Loshchilov & Hutter 2019) behind global-norm clipping."""
+  chain = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm > 0 else []
+  chain.append(optax.adamw(
+      learning_rate(config, total_steps), b1=config.b1, b2=config.b2, eps=config.eps,
+      weight_decay=config.weight_decay,
+      mask=lambda params: decay_mask(params, config.no_decay)))
+  return optax.chain(*chain)

@@ -1,0 +1,51 @@
+"""The device mesh and the map from logical axis names to it.
+
+Models name the axes of their parameters and activations (`batch`, `embed`, `heads`, ...); the
+config's `logical_rules` map those names to the mesh axes `data`, `fsdp` and `tensor`. Changing the
+parallelism of a run is a change of `config.mesh` and `config.logical_rules`, never of the model.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from llmjax import config_lib
+
+
+def make_mesh(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A mesh with axes (data, fsdp, tensor) over `devices` (default: all devices of all processes)."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = config_lib.mesh_shape(config.mesh, len(devices))
+  # Auto axes: Linen's logical constraints need them (Explicit axes reject sharded contractions).
+  # make_mesh lays the axes out along the physical interconnect (TPU tori, GPU NVLink islands).
+  return jax.make_mesh(tuple(shape[a] for a in config_lib.MESH_AXES), config_lib.MESH_AXES,
+                       axis_types=(AxisType.Auto,) * len(config_lib.MESH_AXES), devices=devices)
+
+
+def rules(config: ml_collections.ConfigDict) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
+  return tuple((name, tuple(axes) if isinstance(axes, (list, tuple)) else axes)
+               for name, axes in config.logical_rules)
+
+
+def logical_to_sharding(logical_specs, mesh: Mesh, config: ml_collections.ConfigDict):
+  """A tree of logical PartitionSpecs -> a tree of NamedShardings on `mesh`."""
+  return nn.logical_to_mesh_sharding(logical_specs, mesh, rules(config))
+
+
+def batch_sharding(mesh: Mesh, config: ml_collections.ConfigDict) -> NamedSharding:
+  """The sharding of any batch array: its leading axis is `batch`, the others are not split."""
+  return NamedSharding(mesh, nn.logical_to_mesh_axes(('batch',), rules(config)))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def global_batch(batch: dict[str, np.ndarray], mesh: Mesh, config) -> dict[str, jax.Array]:
+  """Assembles each process's rows of a batch into global arrays sharded along `batch`."""
+  target = batch_sharding(mesh, config)
+  return {k: jax.make_array_from_process_local_data(target, v) for k, v in batch.items()}

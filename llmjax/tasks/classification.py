@@ -1,0 +1,62 @@
+"""Sequence classification: batch -> loss, predictions and the metrics the literature reports.
+
+The network only computes logits; this object owns the objective (T5X's split between module and
+model). Losses leave the device as sums with a weight (the number of real examples) so that padded
+rows count for nothing and the host can normalise across batches and processes.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+from sklearn import metrics as skm
+
+
+class ClassificationTask:
+  """Cross-entropy over `num_labels` classes on the logits of a sequence classifier."""
+
+  def __init__(self, model, num_labels: int):
+    self.model = model
+    self.num_labels = num_labels
+
+  def logits(self, params, batch, *, dropout_rng=None):
+    deterministic = dropout_rng is None
+    return self.model.apply(
+        {'params': params}, batch['input_ids'], batch['token_type_ids'], batch['attention_mask'],
+        deterministic=deterministic, rngs=None if deterministic else {'dropout': dropout_rng})
+
+  def _sums(self, logits, batch):
+    weight = batch['weight']
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch['label'])
+    correct = (jnp.argmax(logits, -1) == batch['label']) * weight
+    return {'loss': jnp.sum(nll * weight), 'weight': jnp.sum(weight), 'correct': jnp.sum(correct)}
+
+  def loss(self, params, batch, dropout_rng):
+    """(summed loss, sums) for a batch; `sums` holds loss, weight and correct-prediction counts."""
+    sums = self._sums(self.logits(params, batch, dropout_rng=dropout_rng), batch)
+    return sums['loss'], sums
+
+  def eval_outputs(self, params, batch):
+    """What evaluation needs from one batch: the sums, and each row's prediction, label and weight
+    (0 for padding rows), so the host can compute metrics over the whole split."""
+    logits = self.logits(params, batch)
+    return {**self._sums(logits, batch), 'prediction': jnp.argmax(logits, -1),
+            'label': batch['label'], 'mask': batch['weight']}
+
+  def summarize(self, loss_sum: float, weight: float, labels: np.ndarray,
+                predictions: np.ndarray) -> dict[str, float]:
+    """Loss, accuracy, precision, recall and F1 over a whole split (scikit-learn).
+
+    Binary tasks report the positive class (label 1), multi-class tasks the macro average.
+    """
+    average = 'binary' if self.num_labels == 2 else 'macro'
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        labels, predictions, average=average, labels=range(self.num_labels) if average == 'macro' else None,
+        zero_division=0)
+    return {
+        'loss': float(loss_sum / max(weight, 1.0)),
+        'accuracy': float(skm.accuracy_score(labels, predictions)),
+        'precision': float(precision),
+        'recall': float(recall),
+        'f1': float(f1),
+    }
+

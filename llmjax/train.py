@@ -1,0 +1,290 @@
+"""The training loop: `train_and_evaluate(config, workdir)` runs one experiment from its config.
+
+The state is created already sharded (eval_shape -> logical specs -> mesh shardings -> jit(init)),
+the step is one `jax.jit` with named shardings and a donated state, and the dropout key is folded with
+the step inside it, so a resumed run continues exactly where a checkpoint left it. Evaluation runs
+every `eval.every_steps` and at each epoch end; the best checkpoint by the validation metric is
+finally scored on the test split.
+"""
+
+import copy
+import json
+import pathlib
+import time
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import PartitionSpec
+
+from llmjax import checkpoint as checkpoint_lib
+from llmjax import config_lib, data as data_lib, models, optim, sharding
+from llmjax import summary as summary_lib
+from llmjax.errors import UserError
+from llmjax.tasks.classification import ClassificationTask
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def create_train_state(model, tx, mesh, config, rng):
+  """Returns (state, state_shardings); every array is born on its shards (no full copy anywhere)."""
+  bucket = config.data.buckets[0]
+  dummy = jnp.zeros((1, bucket), jnp.int32)
+
+  def init_params(rng):
+    return model.init(rng, dummy, dummy, dummy + 1, deterministic=True)['params']
+
+  param_specs = nn.get_partition_spec(jax.eval_shape(init_params, rng))
+
+  def init_state(rng):
+    params = nn.unbox(init_params(rng))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  abstract = jax.eval_shape(init_state, rng)
+  opt_specs = optax.tree_map_params(
+      tx, lambda _, spec: spec, abstract.opt_state, param_specs,
+      transform_non_params=lambda _: PartitionSpec(), is_leaf=lambda x: isinstance(x, PartitionSpec))
+  specs = TrainState(step=PartitionSpec(), params=param_specs, opt_state=opt_specs)
+  shardings = sharding.logical_to_sharding(specs, mesh, config)
+  # No logical-rules context here: out_shardings place the state, and Flax would constrain
+  # DenseGeneral kernels while they are still flat.
+  state = jax.jit(init_state, out_shardings=shardings)(rng)
+  return state, shardings
+
+
+def load_pretrained(params, pretrained: dict) -> Any:
+  """Replaces the leaves of `params` found in `pretrained` (numpy, same layout), keeping shardings."""
+  flat = flax.traverse_util.flatten_dict(pretrained, sep='/')
+  used = set()
+
+  def replace(path, leaf):
+    key = optim.path_str(path)
+    if key not in flat:
+      logging.info('Not in the pretrained weights, initialised from scratch: %s', key)
+      return leaf
+    value = flat[key]
+    if value.shape != leaf.shape:
+      raise UserError(f'pretrained tensor {key} has shape {value.shape}, the model wants '
+                      f'{leaf.shape}: the config does not match the checkpoint')
+    used.add(key)
+    value = np.asarray(value, dtype=leaf.dtype)
+    return jax.make_array_from_callback(leaf.shape, leaf.sharding, lambda index: value[index])
+
+  params = jax.tree_util.tree_map_with_path(replace, params)
+  unused = sorted(set(flat) - used)
+  if unused:
+    raise UserError(f'pretrained weights hold tensors the model lacks ({", ".join(unused[:3])}...): '
+                    f'the checkpoint does not match config.model.name')
+  return params
+
+
+def make_train_step(task, tx, config, mesh, state_shardings):
+  accum = config.optim.grad_accum_steps
+  batch_sharding = sharding.batch_sharding(mesh, config)
+  dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+
+  def grads_and_sums(params, batch, rng):
+    (_, sums), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, rng)
+    return grads, sums
+
+  def train_step(state, batch):
+    rng = jax.random.fold_in(dropout_key, state.step)
+    if accum == 1:
+      grads, sums = grads_and_sums(state.params, batch, rng)
+    else:
+      micro = jax.tree.map(lambda x: x.reshape((accum, -1) + x.shape[1:]), batch)
+
+      def body(carry, i):
+        # Each microbatch is re-constrained to the batch sharding, as in T5X.
+        mb = jax.lax.with_sharding_constraint(jax.tree.map(lambda x: x[i], micro), batch_sharding)
+        out = grads_and_sums(state.params, mb, jax.random.fold_in(rng, i))
+        return jax.tree.map(jnp.add, carry, out), None
+
+      zeros = jax.tree.map(jnp.zeros_like,
+                           jax.eval_shape(grads_and_sums, state.params,
+                                          jax.tree.map(lambda x: x[0], micro), rng))
+      (grads, sums), _ = jax.lax.scan(body, zeros, jnp.arange(accum))
+    # Mean over the real examples of the whole batch, however it was split.
+    grads = jax.tree.map(lambda g: g / jnp.maximum(sums['weight'], 1.0), grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {**sums, 'grad_norm': optax.global_norm(grads)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+
+
+def make_eval_step(task, mesh, config, params_shardings):
+  return jax.jit(task.eval_outputs,
+                 in_shardings=(params_shardings, sharding.batch_sharding(mesh, config)),
+                 out_shardings=sharding.replicated(mesh))
+
+
+def evaluate(eval_step, task, params, data, split, mesh, config) -> dict[str, float]:
+  loss_sum = weight = 0.0
+  labels, predictions = [], []
+  for batch in data.eval_iter(split):
+    out = jax.device_get(eval_step(params, sharding.global_batch(batch, mesh, config)))
+    loss_sum += float(out['loss'])
+    weight += float(out['weight'])
+    real = out['mask'] > 0
+    labels.append(out['label'][real])
+    predictions.append(out['prediction'][real])
+  return task.summarize(loss_sum, weight, np.concatenate(labels), np.concatenate(predictions))
+
+
+def _improved(value, best, mode):
+  return best is None or (value > best if mode == 'max' else value < best)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+                       devices=None) -> dict[str, Any]:
+  """Runs (or resumes) the experiment `config` in `workdir`; returns the final summary."""
+  start_time = time.time()
+  workdir = pathlib.Path(workdir)
+  config = ml_collections.ConfigDict(config.to_dict())  # A private, unlocked copy.
+  devices = list(jax.devices() if devices is None else devices)
+  config_lib.validate(config, len(devices))
+  models.resolve(config)  # A pretrained model's architecture comes from its own config.json.
+  config_lib.validate(config, len(devices))
+  is_main = jax.process_index() == 0
+  if is_main:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / 'config.json').write_text(config_lib.to_json(config))
+
+  mesh = sharding.make_mesh(config, devices)
+  data = data_lib.build(config, process_index=jax.process_index(),
+                        process_count=jax.process_count())
+  if config.num_train_steps > 0:
+    total_steps = config.num_train_steps
+  else:
+    total_steps = config.num_epochs * data.steps_per_epoch
+  steps_per_epoch = data.steps_per_epoch
+  model = models.build(config.model, data.num_labels)
+  task = ClassificationTask(model, data.num_labels)
+  tx = optim.make(config.optim, total_steps)
+  state, state_shardings = create_train_state(model, tx, mesh, config, jax.random.key(config.seed))
+  checkpoints = checkpoint_lib.Checkpointer(
+      workdir / 'checkpoints', keep=config.checkpoint.keep, metric=config.eval.metric,
+      mode=config.eval.mode)
+  meta = {'step': 0, 'best': None, 'best_step': None, 'bad_evals': 0, 'stopped_early': False,
+          'epoch_loss': {}, 'evals': []}
+  latest = checkpoints.latest_step()
+  if latest is not None:
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            state, state_shardings)
+    del state
+    state, meta = checkpoints.restore(latest, abstract)
+    logging.info('Resumed from the checkpoint of step %d in %s.', latest, checkpoints.directory)
+  elif config.model.init_from:
+    state = state.replace(params=load_pretrained(state.params, models.pretrained(config.model)))
+    logging.info('Initialised from %s.', config.model.init_from)
+
+  writer = summary_lib.MetricWriter(workdir, enabled=is_main)
+  rules = sharding.rules(config)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    train_step = make_train_step(task, tx, config, mesh, state_shardings)
+    eval_step = make_eval_step(task, mesh, config, state_shardings.params)
+    schedule = optim.learning_rate(config.optim, total_steps)
+    progress = summary_lib.Progress(total_steps, start_step=meta['step'])
+
+    def flush(window):
+      """Fetches the sums of finished steps and writes them (called one step late)."""
+      if not window:
+        return
+      sums = jax.device_get([m for _, m, _ in window])
+      last = window[-1][0]
+      for (step, _, _), s in zip(window, sums):
+        epoch = str(step // steps_per_epoch)
+        loss, w = meta['epoch_loss'].get(epoch, (0.0, 0.0))
+        meta['epoch_loss'][epoch] = (loss + float(s['loss']), w + float(s['weight']))
+      loss = sum(float(s['loss']) for s in sums) / max(sum(float(s['weight']) for s in sums), 1)
+      acc = sum(float(s['correct']) for s in sums) / max(sum(float(s['weight']) for s in sums), 1)
+      tokens = sum(t for _, _, t in window)
+      scalars = {'loss': loss, 'accuracy': acc, 'grad_norm': float(sums[-1]['grad_norm']),
+                 'learning_rate': float(schedule(last)), 'epoch': (last + 1) / steps_per_epoch}
+      scalars.update(progress.update(last + 1, tokens))
+      writer.write(last + 1, 'train', scalars)
+      logging.info('%s', progress.line(last + 1, scalars))
+
+    def run_eval(step):
+      metrics = evaluate(eval_step, task, state.params, data, 'validation', mesh, config)
+      writer.write(step, 'validation', metrics)
+      logging.info('step %d validation: %s', step, summary_lib.format_metrics(metrics))
+      value = metrics[config.eval.metric]
+      if _improved(value, meta['best'], config.eval.mode):
+        meta.update(best=value, best_step=step, bad_evals=0)
+      else:
+        meta['bad_evals'] += 1
+      meta['evals'].append({'step': step, **metrics})
+      return metrics
+
+    window, pending = [], None
+    train_iter = data.train_iter(meta['step'])
+    for step in range(meta['step'], total_steps):
+      batch = next(train_iter)
+      tokens = int(batch['attention_mask'].sum()) * jax.process_count()
+      state, metrics = train_step(state, sharding.global_batch(batch, mesh, config))
+      flush(pending)  # The previous window: its steps are done, so this fetch does not stall.
+      pending = None
+      window.append((step, metrics, tokens))
+      done = step + 1
+      end_of_epoch = done % steps_per_epoch == 0
+      do_eval = end_of_epoch or done == total_steps or (
+          config.eval.every_steps and done % config.eval.every_steps == 0)
+      do_save = do_eval or done % config.checkpoint.every_steps == 0
+      if do_save or done % config.log_every_steps == 0:
+        pending, window = window, []
+      if not do_save:
+        continue
+      # A checkpoint's meta must account for every step before it: flush now, not one step late.
+      flush(pending)
+      pending = None
+      eval_metrics = run_eval(done) if do_eval else None
+      meta['step'] = done
+      patience = config.eval.patience
+      meta['stopped_early'] = bool(do_eval and patience and meta['bad_evals'] >= patience)
+      checkpoints.save(done, state, copy.deepcopy(meta), metrics=eval_metrics)
+      progress.restart_clock()  # Evaluation and saving are not training time.
+      if meta['stopped_early']:
+        logging.info('Early stopping: %d evaluations without a better validation %s.', patience,
+                     config.eval.metric)
+        break
+    flush(pending)
+    checkpoints.wait()
+
+    best_step = checkpoints.best_step()
+    if best_step != meta['step']:
+      abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                              state, state_shardings)
+      state, _ = checkpoints.restore(best_step, abstract)
+    test_metrics = evaluate(eval_step, task, state.params, data, 'test', mesh, config)
+  writer.write(best_step, 'test', test_metrics)
+  checkpoints.close()
+
+  result = {
+      'steps': meta['step'],
+      'best_step': best_step,
+      'stopped_early': meta['stopped_early'],
+      'epoch_loss': {int(e): l / max(w, 1) for e, (l, w) in meta['epoch_loss'].items()},
+      'validation': meta['evals'],
+      'test': test_metrics,
+      'wall_time_s': time.time() - start_time,
+  }
+  if is_main:
+    (workdir / 'results.json').write_text(json.dumps(result, indent=2))
+    print(summary_lib.final_summary(result, config), flush=True)
+  writer.close()
+  return result
