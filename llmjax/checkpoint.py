@@ -3,10 +3,11 @@
 Each checkpoint holds the train state (sharded arrays, written by all processes together) and a small
 JSON `meta` item with what the loop needs to resume exactly: the step, early-stopping bookkeeping and
 the history of evaluations. Saves are asynchronous. The last `keep` checkpoints are kept, plus the best
-one by the validation metric. Restoring onto another mesh works because the caller passes the target
+one by the validation metric, which the caller names. Restoring onto another mesh works because the caller passes the target
 tree with its shardings.
 """
 
+import dataclasses
 import pathlib
 
 import orbax.checkpoint as ocp
@@ -15,20 +16,26 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from llmjax.errors import UserError
 
 
+@dataclasses.dataclass
+class _Pinned(pp.PreservationPolicy):
+  """Keeps the checkpoints whose steps are in `steps` (the best one, chosen by the training loop)."""
+  steps: set[int] = dataclasses.field(default_factory=set)
+
+  def should_preserve(self, checkpoints, *, context):
+    del context
+    return [c.step in self.steps for c in checkpoints]
+
+
 class Checkpointer:
   """Saves and restores (state, meta) pairs under `directory`."""
 
-  def __init__(self, directory: pathlib.Path, *, keep: int, metric: str, mode: str):
+  def __init__(self, directory: pathlib.Path, *, keep: int):
     self.directory = pathlib.Path(directory).absolute()
-    best = lambda metrics: metrics[metric]  # noqa: E731
+    # The loop, not orbax, decides which checkpoint is best: it owns early stopping and breaks ties
+    # towards the earlier step, and orbax's BestN would keep a later one of equal merit.
+    self._pinned = _Pinned()
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=pp.AnyPreservationPolicy([
-            pp.LatestN(n=keep),
-            # BestN keeps the top of an ascending sort: reverse it when smaller is better.
-            pp.BestN(get_metric_fn=best, reverse=(mode == 'min'), n=1,
-                     keep_checkpoints_without_metrics=False),
-        ]),
-        best_fn=best, best_mode=mode,
+        preservation_policy=pp.AnyPreservationPolicy([pp.LatestN(n=keep), self._pinned]),
         enable_async_checkpointing=True, create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=('state', 'meta'))
@@ -36,14 +43,17 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def best_step(self) -> int | None:
-    return self._manager.best_step()
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
 
-  def save(self, step: int, state, meta: dict, metrics: dict | None = None) -> None:
-    """Starts an asynchronous save; the next save or `wait` waits for it to finish."""
+  def save(self, step: int, state, meta: dict, *, pin: int | None = None) -> None:
+    """Starts an asynchronous save of `step`; the next save or `wait` waits for it to finish.
+
+    Besides the last `keep` checkpoints, the one of step `pin` (the best so far) is kept.
+    """
+    self._pinned.steps = {pin} if pin is not None else set()
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-        metrics=metrics, force=True)
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
   def restore(self, step: int, target):
     """Returns (state, meta) of `step`, laid out like `target` (arrays or ShapeDtypeStructs with
@@ -54,8 +64,8 @@ class Checkpointer:
     except Exception as e:  # orbax raises many types for a damaged or foreign checkpoint.
       raise UserError(
           f'checkpoint {self.directory / str(step)} cannot be restored ({type(e).__name__}: '
-          f'{str(e).splitlines()[0] if str(e) else ""}); move it out of the way to resume from an '
-          f'earlier one, or pass a new --workdir') from e
+          f'{_cause(e)}); move it out of the way to resume from an earlier one, or pass a new '
+          f'--workdir') from e
     return restored.state, restored.meta
 
   def wait(self) -> None:
@@ -63,3 +73,11 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _cause(e: Exception, limit: int = 400) -> str:
+  """The first line of `e`'s message, short enough to read: tensorstore appends kilobytes of JSON
+  spec ('[tensorstore_spec=...]') to the one line that says what is wrong."""
+  lines = str(e).splitlines()
+  text = lines[0].split(' [tensorstore_spec')[0] if lines else ''
+  return text if len(text) <= limit else text[:limit - 3] + '...'

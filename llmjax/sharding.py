@@ -5,6 +5,7 @@ config's `logical_rules` map those names to the mesh axes `data`, `fsdp` and `te
 parallelism of a run is a change of `config.mesh` and `config.logical_rules`, never of the model.
 """
 
+import math
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -14,6 +15,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from llmjax import config_lib
+from llmjax.errors import UserError
+from llmjax.optim import path_str
 
 
 def make_mesh(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -34,6 +37,22 @@ def rules(config: ml_collections.ConfigDict) -> tuple[tuple[str, str | tuple[str
 def logical_to_sharding(logical_specs, mesh: Mesh, config: ml_collections.ConfigDict):
   """A tree of logical PartitionSpecs -> a tree of NamedShardings on `mesh`."""
   return nn.logical_to_mesh_sharding(logical_specs, mesh, rules(config))
+
+
+def check_divisible(abstract, logical_specs, mesh: Mesh, config: ml_collections.ConfigDict) -> None:
+  """Raises UserError for a parameter dimension that its mesh axes do not divide evenly."""
+  def check(path, leaf, spec):
+    for size, name in zip(leaf.shape, spec):
+      mesh_axes = nn.logical_to_mesh_axes((name,), rules(config))[0]
+      mesh_axes = mesh_axes if isinstance(mesh_axes, tuple) else (mesh_axes,)
+      split = math.prod(mesh.shape[a] for a in mesh_axes if a is not None)
+      if size % split:
+        raise UserError(
+            f'parameter {path_str(path)} has a dimension of {size} along logical axis {name!r}, '
+            f'which config.logical_rules split over {split} devices ({", ".join(mesh_axes)}): '
+            f'map {name!r} to None or choose mesh sizes that divide {size}')
+  jax.tree_util.tree_map_with_path(check, abstract, logical_specs,
+                                   is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
 def batch_sharding(mesh: Mesh, config: ml_collections.ConfigDict) -> NamedSharding:

@@ -45,7 +45,9 @@ def create_train_state(model, tx, mesh, config, rng):
   def init_params(rng):
     return model.init(rng, dummy, dummy, dummy + 1, deterministic=True)['params']
 
-  param_specs = nn.get_partition_spec(jax.eval_shape(init_params, rng))
+  boxed = jax.eval_shape(init_params, rng)
+  param_specs = nn.get_partition_spec(boxed)
+  sharding.check_divisible(nn.unbox(boxed), param_specs, mesh, config)
 
   def init_state(rng):
     params = nn.unbox(init_params(rng))
@@ -119,7 +121,7 @@ def make_train_step(task, tx, config, mesh, state_shardings):
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums['weight'], 1.0), grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {**sums, 'grad_norm': optax.global_norm(grads)}
+    metrics = {**sums, 'grad_norm': optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
@@ -176,9 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   task = ClassificationTask(model, data.num_labels)
   tx = optim.make(config.optim, total_steps)
   state, state_shardings = create_train_state(model, tx, mesh, config, jax.random.key(config.seed))
-  checkpoints = checkpoint_lib.Checkpointer(
-      workdir / 'checkpoints', keep=config.checkpoint.keep, metric=config.eval.metric,
-      mode=config.eval.mode)
+  checkpoints = checkpoint_lib.Checkpointer(workdir / 'checkpoints', keep=config.checkpoint.keep)
   meta = {'step': 0, 'best': None, 'best_step': None, 'bad_evals': 0, 'stopped_early': False,
           'epoch_loss': {}, 'evals': []}
   latest = checkpoints.latest_step()
@@ -229,7 +229,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       else:
         meta['bad_evals'] += 1
       meta['evals'].append({'step': step, **metrics})
-      return metrics
 
     window, pending = [], None
     train_iter = data.train_iter(meta['step'])
@@ -252,11 +251,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       # A checkpoint's meta must account for every step before it: flush now, not one step late.
       flush(pending)
       pending = None
-      eval_metrics = run_eval(done) if do_eval else None
+      if do_eval:
+        run_eval(done)
       meta['step'] = done
       patience = config.eval.patience
       meta['stopped_early'] = bool(do_eval and patience and meta['bad_evals'] >= patience)
-      checkpoints.save(done, state, copy.deepcopy(meta), metrics=eval_metrics)
+      checkpoints.save(done, state, copy.deepcopy(meta), pin=meta['best_step'])
       progress.restart_clock()  # Evaluation and saving are not training time.
       if meta['stopped_early']:
         logging.info('Early stopping: %d evaluations without a better validation %s.', patience,
@@ -265,7 +265,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     flush(pending)
     checkpoints.wait()
 
-    best_step = checkpoints.best_step()
+    best_step = meta['best_step']
     if best_step != meta['step']:
       abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                               state, state_shardings)

@@ -1,0 +1,165 @@
+"""The training loop end to end on the tiny config and fake assets: sharding-invariance, gradient
+accumulation, early stopping, pretrained initialisation, outputs, and resuming after SIGKILL."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, tiny_config
+from llmjax import models, optim, sharding, train
+from llmjax.errors import UserError
+
+
+def _train_losses(workdir):
+  rows = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return {r['step']: r['loss'] for r in rows if r['split'] == 'train'}
+
+
+def test_same_losses_on_1_and_8_devices(fake_cache, tmp_path):
+  """data=2, fsdp=2, tensor=2 on 8 fake devices computes the 1-device losses, dropout included."""
+  losses = {}
+  for name, mesh, devices in [('one', dict(data=1, fsdp=1, tensor=1), jax.devices()[:1]),
+                              ('eight', dict(data=2, fsdp=2, tensor=2), jax.devices())]:
+    config = tiny_config(num_train_steps=10, log_every_steps=1, mesh=mesh)
+    train.train_and_evaluate(config, tmp_path / name, devices=devices)
+    losses[name] = _train_losses(tmp_path / name)
+  assert sorted(losses['one']) == list(range(1, 11))
+  one = np.array([losses['one'][s] for s in range(1, 11)])
+  eight = np.array([losses['eight'][s] for s in range(1, 11)])
+  np.testing.assert_allclose(eight, one, rtol=1e-4)
+
+
+def test_gradient_accumulation_matches_one_big_batch(fake_cache, tmp_path):
+  losses = {}
+  for accum in (1, 4):
+    # Without dropout the microbatches see exactly what the whole batch sees.
+    config = tiny_config(num_train_steps=4, log_every_steps=1, mesh=dict(data=1, fsdp=1, tensor=1),
+                         **{'optim.grad_accum_steps': accum, 'model.hidden_dropout': 0.0,
+                            'model.attention_dropout': 0.0})
+    train.train_and_evaluate(config, tmp_path / str(accum), devices=jax.devices()[:1])
+    losses[accum] = _train_losses(tmp_path / str(accum))
+  np.testing.assert_allclose([losses[4][s] for s in range(1, 5)],
+                             [losses[1][s] for s in range(1, 5)], rtol=1e-5)
+
+
+def test_run_writes_config_metrics_summary_and_learns(fake_cache, tmp_path, capsys):
+  result = train.train_and_evaluate(tiny_config(num_epochs=4), tmp_path)
+  resolved = json.loads((tmp_path / 'config.json').read_text())
+  assert resolved['model']['hidden_size'] == 32 and resolved['optim']['lr'] == 5e-3
+  splits = {json.loads(line)['split'] for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()}
+  assert splits == {'train', 'validation', 'test'}
+  assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
+  assert json.loads((tmp_path / 'results.json').read_text())['test'] == result['test']
+  # The fake sentences carry their label in their words: a working loop learns it.
+  assert result['test']['accuracy'] > 0.9, result
+  assert sorted(result['epoch_loss']) == [0, 1, 2, 3]
+  assert result['epoch_loss'][3] < result['epoch_loss'][0]
+  assert result['best_step'] in [e['step'] for e in result['validation']]
+  out = capsys.readouterr().out
+  assert 'epoch 4: train loss' in out and 'test (best checkpoint, step' in out
+
+
+def test_early_stopping_and_best_checkpoint(fake_cache, tmp_path):
+  # A learning rate too small to change the metric: the first evaluation stays the best.
+  config = tiny_config(num_epochs=5, **{'optim.lr': 1e-12, 'eval.every_steps': 4,
+                                        'eval.patience': 2, 'eval.metric': 'loss',
+                                        'eval.mode': 'min'})
+  config.optim.warmup_frac = 0.0
+  result = train.train_and_evaluate(config, tmp_path)
+  assert result['stopped_early']
+  assert result['steps'] == 12  # Evaluations at 4 (best), 8 and 12: two without improvement.
+  assert result['best_step'] == 4
+  assert (tmp_path / 'checkpoints' / '4').is_dir()
+
+
+def test_pretrained_weights_land_on_their_shards(tmp_path):
+  """An HF directory's tensors replace the initial values, sharded over an 8-device mesh."""
+  torch = pytest.importorskip('torch')
+  transformers = pytest.importorskip('transformers')
+  torch.manual_seed(0)
+  hf = transformers.BertModel(transformers.BertConfig(
+      vocab_size=98, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+      intermediate_size=64, max_position_embeddings=64))
+  hf.save_pretrained(tmp_path / 'hf')
+  config = tiny_config(mesh=dict(data=2, fsdp=2, tensor=2))
+  config.model.init_from = str(tmp_path / 'hf')
+  models.resolve(config)
+  assert config.model.vocab_size == 98
+  model = models.build(config.model, num_labels=2)
+  tx = optim.make(config.optim, 10)
+  mesh = sharding.make_mesh(config)
+  state, shardings = train.create_train_state(model, tx, mesh, config, jax.random.key(0))
+  params = train.load_pretrained(state.params, models.pretrained(config.model))
+  emb = params['bert']['embeddings']['word_embeddings']['embedding']
+  np.testing.assert_array_equal(np.asarray(emb), hf.embeddings.word_embeddings.weight.detach().numpy())
+  assert emb.sharding == shardings.params['bert']['embeddings']['word_embeddings']['embedding']
+  assert not emb.sharding.is_fully_replicated
+  # A checkpoint of another architecture is refused with one line.
+  wrong = jax.tree.map(lambda x: np.zeros((3,) + x.shape[1:]), models.pretrained(config.model))
+  with pytest.raises(UserError, match='has shape'):
+    train.load_pretrained(state.params, wrong)
+  # A vocabulary the mesh cannot split evenly is named, with the fix.
+  config.model.vocab_size = 99
+  with pytest.raises(UserError, match="dimension of 99 along logical axis 'vocab'.*map 'vocab' to None"):
+    train.create_train_state(models.build(config.model, 2), tx, mesh, config, jax.random.key(0))
+
+
+def _main(workdir, cache, *extra):
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update(LLMJAX_CACHE=str(cache), JAX_PLATFORMS='cpu')
+  return subprocess.Popen(
+      [sys.executable, '-m', 'llmjax.main', f'--config={REPO}/configs/bert_classify.py:tiny',
+       f'--workdir={workdir}', '--config.num_epochs=4', *extra],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finished_steps(workdir):
+  ckpts = workdir / 'checkpoints'
+  return sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) if ckpts.exists() else []
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_the_uninterrupted_result(fake_cache_dir, tmp_path):
+  normal = _main(tmp_path / 'normal', fake_cache_dir)
+  out, _ = normal.communicate(timeout=300)
+  assert normal.returncode == 0, out
+
+  killed = _main(tmp_path / 'killed', fake_cache_dir)
+  deadline = time.time() + 300
+  while time.time() < deadline and not _finished_steps(tmp_path / 'killed'):
+    time.sleep(0.05)
+  killed.send_signal(signal.SIGKILL)
+  killed.communicate(timeout=60)
+  assert killed.returncode == -signal.SIGKILL
+  saved = _finished_steps(tmp_path / 'killed')
+  assert saved and not (tmp_path / 'killed' / 'results.json').exists()
+
+  resumed = _main(tmp_path / 'killed', fake_cache_dir)
+  out, _ = resumed.communicate(timeout=300)
+  assert resumed.returncode == 0, out
+  assert f'Resumed from the checkpoint of step {saved[-1]}' in out
+  # Training continued after the checkpoint rather than starting over.
+  logged = [int(s) for s in re.findall(r'step (\d+)/64 \|', out)]
+  assert logged and min(logged) > saved[-1]
+  a = json.loads((tmp_path / 'normal' / 'results.json').read_text())
+  b = json.loads((tmp_path / 'killed' / 'results.json').read_text())
+  assert b['steps'] == a['steps'] == 64
+  assert b['test'] == a['test']
+  assert b['validation'] == a['validation']
+  assert b['epoch_loss'] == a['epoch_loss']
+
+
+def test_cli_reports_a_bad_config_value_in_one_line(fake_cache_dir, tmp_path):
+  run = _main(tmp_path, fake_cache_dir, '--config.optim.lr=-1')
+  out, _ = run.communicate(timeout=120)
+  assert run.returncode == 2
+  assert out.strip().splitlines()[-1] == (
+      'llmjax: error: config.optim.lr=-1.0 must be > 0: pass e.g. --config.optim.lr=3e-5')
