@@ -29,16 +29,18 @@ def main(argv):
   jax.config.update('jax_compilation_cache_dir', str(assets.cache_dir() / 'jax_cache'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 1)
   from llmjax import train  # Imported after flags, so --help stays fast.
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+def run():
+  # A mistake the user can fix is one line, whether it is found while the flags are parsed (a bad
+  # config argument) or during the run (a bad value, a missing asset); tracebacks are for bugs.
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    app.run(main)
   except UserError as e:
     logging.flush()
     print(f'llmjax: error: {e}', file=sys.stderr)
     sys.exit(2)
-
-
-def run():
-  app.run(main)
 
 
 if __name__ == '__main__':

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec
 
 from llmjax import checkpoint as checkpoint_lib
@@ -159,6 +160,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   config = ml_collections.ConfigDict(config.to_dict())  # A private, unlocked copy.
   devices = list(jax.devices() if devices is None else devices)
   config_lib.validate(config, len(devices))
+  data = data_lib.build(config, process_index=jax.process_index(),
+                        process_count=jax.process_count())
   models.resolve(config)  # A pretrained model's architecture comes from its own config.json.
   config_lib.validate(config, len(devices))
   is_main = jax.process_index() == 0
@@ -167,8 +170,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     (workdir / 'config.json').write_text(config_lib.to_json(config))
 
   mesh = sharding.make_mesh(config, devices)
-  data = data_lib.build(config, process_index=jax.process_index(),
-                        process_count=jax.process_count())
   if config.num_train_steps > 0:
     total_steps = config.num_train_steps
   else:
@@ -272,6 +273,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       state, _ = checkpoints.restore(best_step, abstract)
     test_metrics = evaluate(eval_step, task, state.params, data, 'test', mesh, config)
   writer.write(best_step, 'test', test_metrics)
+  # The best model, in the Hugging Face format that `init_from` and transformers read.
+  params = state.params
+  if jax.process_count() > 1:
+    params = multihost_utils.process_allgather(params, tiled=True)
+  if is_main:
+    models.export(params, config.model, workdir / 'hf_export', data.label_names)
   checkpoints.close()
 
   result = {

@@ -47,9 +47,8 @@ def load_config(name: str, arg: str | None = None):
   return module.get_config(arg)
 
 
-def tiny_config(**overrides):
-  """The tiny variant of the headline config, sized for the fake assets; keys may be dotted."""
-  config = load_config('bert_classify', 'tiny')
+def override(config, overrides: dict):
+  """Sets dotted keys ('optim.lr') of a ConfigDict in place and returns it."""
   for key, value in overrides.items():
     target = config
     *parents, leaf = key.split('.')
@@ -57,3 +56,8 @@ def tiny_config(**overrides):
       target = target[p]
     target[leaf] = value
   return config
+
+
+def tiny_config(**overrides):
+  """The tiny variant of the headline config, sized for the fake assets; keys may be dotted."""
+  return override(load_config('bert_classify', 'tiny'), overrides)

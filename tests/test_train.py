@@ -58,6 +58,9 @@ def test_run_writes_config_metrics_summary_and_learns(fake_cache, tmp_path, caps
   assert splits == {'train', 'validation', 'test'}
   assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
   assert json.loads((tmp_path / 'results.json').read_text())['test'] == result['test']
+  exported = json.loads((tmp_path / 'hf_export' / 'config.json').read_text())
+  assert exported['id2label'] == {'0': 'negative', '1': 'positive'}
+  assert (tmp_path / 'hf_export' / 'model.safetensors').stat().st_size > 0
   # The fake sentences carry their label in their words: a working loop learns it.
   assert result['test']['accuracy'] > 0.9, result
   assert sorted(result['epoch_loss']) == [0, 1, 2, 3]
@@ -157,9 +160,16 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(fake_cache_dir, tmp
   assert b['epoch_loss'] == a['epoch_loss']
 
 
-def test_cli_reports_a_bad_config_value_in_one_line(fake_cache_dir, tmp_path):
+def test_cli_reports_user_errors_in_one_line(fake_cache_dir, tmp_path):
   run = _main(tmp_path, fake_cache_dir, '--config.optim.lr=-1')
   out, _ = run.communicate(timeout=120)
   assert run.returncode == 2
   assert out.strip().splitlines()[-1] == (
       'llmjax: error: config.optim.lr=-1.0 must be > 0: pass e.g. --config.optim.lr=3e-5')
+  # Found while the flags are parsed: an unknown argument after the config file's colon.
+  run = subprocess.run(
+      [sys.executable, '-m', 'llmjax.main', f'--config={REPO}/configs/bert_classify.py:epoch=1',
+       f'--workdir={tmp_path}'], capture_output=True, text=True, timeout=120)
+  assert run.returncode == 2
+  assert run.stderr.strip().splitlines() == [
+      "llmjax: error: unknown config argument 'epoch': choose from tiny, epochs, max_len, batch, lr"]

@@ -35,3 +35,9 @@ def build(model_config: ml_collections.ConfigDict, num_labels: int) -> nn.Module
 def pretrained(model_config: ml_collections.ConfigDict) -> dict:
   """The pretrained weights (numpy, in the layout of `build`'s params) named by `init_from`."""
   return hf_bert.import_params(assets.resolve(model_config.init_from), bert_config(model_config))
+
+
+def export(params, model_config: ml_collections.ConfigDict, out_dir, label_names: list[str]) -> None:
+  """Writes `params` as a Hugging Face directory that transformers and `init_from` can load."""
+  hf_bert.export(params, bert_config(model_config), out_dir, len(label_names),
+                 dict(enumerate(label_names)))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fakes
+from conftest import override
 from llmjax import data
 from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
@@ -47,13 +48,7 @@ def make_config(**overrides):
       },
       'tokenizer': {'vocab': 'asset:all-MiniLM-L6-v2/vocab.txt', 'lowercase': True},
   })
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return override(config, overrides)
 
 
 def rows(batch):
