@@ -148,6 +148,12 @@ def evaluate(eval_step, task, params, data, split, mesh, config) -> dict[str, fl
   return task.summarize(loss_sum, weight, np.concatenate(labels), np.concatenate(predictions))
 
 
+def _abstract(state, shardings):
+  """The shapes, dtypes and shardings of `state`: the target a checkpoint is restored onto."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      state, shardings)
+
+
 def _improved(value, best, mode):
   return best is None or (value > best if mode == 'max' else value < best)
 
@@ -184,10 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           'epoch_loss': {}, 'evals': []}
   latest = checkpoints.latest_step()
   if latest is not None:
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            state, state_shardings)
-    del state
-    state, meta = checkpoints.restore(latest, abstract)
+    state, meta = checkpoints.restore(latest, _abstract(state, state_shardings))
     logging.info('Resumed from the checkpoint of step %d in %s.', latest, checkpoints.directory)
   elif config.model.init_from:
     state = state.replace(params=load_pretrained(state.params, models.pretrained(config.model)))
@@ -233,7 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
     window, pending = [], None
     train_iter = data.train_iter(meta['step'])
-    for step in range(meta['step'], total_steps):
+    # A run that stopped early and is started again goes straight to the test evaluation.
+    for step in range(meta['step'], meta['step'] if meta['stopped_early'] else total_steps):
       batch = next(train_iter)
       tokens = int(batch['attention_mask'].sum()) * jax.process_count()
       state, metrics = train_step(state, sharding.global_batch(batch, mesh, config))
@@ -268,9 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
     best_step = meta['best_step']
     if best_step != meta['step']:
-      abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                              state, state_shardings)
-      state, _ = checkpoints.restore(best_step, abstract)
+      state, _ = checkpoints.restore(best_step, _abstract(state, state_shardings))
     test_metrics = evaluate(eval_step, task, state.params, data, 'test', mesh, config)
   writer.write(best_step, 'test', test_metrics)
   # The best model, in the Hugging Face format that `init_from` and transformers read.
@@ -288,7 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       'epoch_loss': {int(e): l / max(w, 1) for e, (l, w) in meta['epoch_loss'].items()},
       'validation': meta['evals'],
       'test': test_metrics,
-      'wall_time_s': time.time() - start_time,
+      'wall_time_s': time.time() - start_time,  # Of this start; a resumed run counts from it.
   }
   if is_main:
     (workdir / 'results.json').write_text(json.dumps(result, indent=2))

@@ -81,6 +81,9 @@ def test_early_stopping_and_best_checkpoint(fake_cache, tmp_path):
   assert result['steps'] == 12  # Evaluations at 4 (best), 8 and 12: two without improvement.
   assert result['best_step'] == 4
   assert (tmp_path / 'checkpoints' / '4').is_dir()
+  # Started again, a run that stopped early does not train on; it reports the same result.
+  again = train.train_and_evaluate(config, tmp_path)
+  assert again['steps'] == 12 and again['test'] == result['test']
 
 
 def test_pretrained_weights_land_on_their_shards(tmp_path):

@@ -193,7 +193,7 @@ def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
     raise UserError(f'config.data.splits={split_specs} has no "train" entry: add one, e.g. '
                     "train='train[:90%]'")
 
-  tokenizer = tokenizers_lib.wordpiece(tokenizers_lib.resolve_path(config.tokenizer.vocab),
+  tokenizer = tokenizers_lib.wordpiece(assets.resolve(config.tokenizer.vocab),
                                        lowercase=config.tokenizer.lowercase, max_len=data.max_len)
   data_dir = pathlib.Path(data.data_dir or assets.cache_dir() / 'tensorflow_datasets').expanduser()
   sources = _open_splits(data.name, split_specs, data_dir)

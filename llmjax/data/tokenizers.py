@@ -1,11 +1,8 @@
-"""BERT-style WordPiece tokenizer built from a `vocab.txt`, and resolution of `asset:` paths.
+"""BERT-style WordPiece tokenizer built from a `vocab.txt`.
 
 The tokenizer reproduces Hugging Face's `BertTokenizerFast` for a BERT vocabulary (same normalizer,
 pre-tokenizer and `[CLS] a [SEP] (b [SEP])` template), so ids match the checkpoints we load. It
 truncates to `max_len` but never pads: the input pipeline pads each batch to a bucket length.
-
-Config values name files either as a plain path or as `asset:NAME/FILE`, which means
-`llmjax.assets.fetch(NAME) / FILE`; `resolve_path` turns either into a path.
 """
 
 import os
@@ -18,7 +15,6 @@ from tokenizers import normalizers
 from tokenizers import pre_tokenizers
 from tokenizers import processors
 
-from llmjax import assets
 from llmjax.errors import UserError
 
 PAD = '[PAD]'
@@ -26,15 +22,6 @@ UNK = '[UNK]'
 CLS = '[CLS]'
 SEP = '[SEP]'
 MASK = '[MASK]'
-
-
-def resolve_path(spec: str | os.PathLike) -> pathlib.Path:
-  """Returns the file a config value names: a plain path, or `asset:NAME/FILE` inside asset NAME.
-
-  The asset is fetched if it is not cached yet. Raises UserError if the file does not exist, so
-  every caller reports a missing file the same way. (The rule itself lives in `llmjax.assets`.)
-  """
-  return assets.resolve(os.fspath(spec))
 
 
 def wordpiece(vocab_path: str | os.PathLike, *, lowercase: bool = True,
@@ -46,7 +33,7 @@ def wordpiece(vocab_path: str | os.PathLike, *, lowercase: bool = True,
   text first. No padding.
 
   Args:
-    vocab_path: a `vocab.txt` file (resolve `asset:` specs with `resolve_path` first).
+    vocab_path: a `vocab.txt` file (resolve `asset:` specs with `llmjax.assets.resolve`).
     lowercase: lowercase and strip accents, as uncased BERT checkpoints expect.
     max_len: the longest encoding returned, special tokens included.
   """

@@ -9,7 +9,7 @@ import pytest
 
 import fakes
 from conftest import override
-from llmjax import data
+from llmjax import assets, data
 from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
 
@@ -182,7 +182,7 @@ def test_unlabelled_examples_get_weight_zero(cache):
   # TFDS marks unlabelled examples (e.g. GLUE test splits) with label -1: they must not reach a loss
   # or a metric, so they get weight 0 and a valid class id.
   tokenizer = tokenizers_lib.wordpiece(
-      tokenizers_lib.resolve_path('asset:all-MiniLM-L6-v2/vocab.txt'), max_len=16)
+      assets.resolve('asset:all-MiniLM-L6-v2/vocab.txt'), max_len=16)
   d = data.ClassificationData(
       tokenizer=tokenizer, label_names=['negative', 'positive'],
       splits={'train': [{'sentence': b'good movie', 'label': 1}] * 4,

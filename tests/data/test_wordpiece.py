@@ -3,6 +3,7 @@
 import pytest
 
 import fakes
+from llmjax import assets
 from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
 
@@ -11,7 +12,7 @@ from llmjax.errors import UserError
 def vocab(tmp_path, monkeypatch):
   monkeypatch.setenv('LLMJAX_CACHE', str(tmp_path))
   fakes.make_fake_assets(tmp_path, num_sentences=10)
-  return tokenizers_lib.resolve_path('asset:all-MiniLM-L6-v2/vocab.txt')
+  return assets.resolve('asset:all-MiniLM-L6-v2/vocab.txt')
 
 
 def ids(*tokens):
@@ -72,12 +73,3 @@ def test_vocab_without_special_tokens_is_user_error(tmp_path):
   (tmp_path / 'vocab.txt').write_text('the\nmovie\n')
   with pytest.raises(UserError, match='special tokens'):
     tokenizers_lib.wordpiece(tmp_path / 'vocab.txt', max_len=32)
-
-
-def test_resolve_path(vocab, tmp_path):
-  assert vocab == tmp_path / 'assets' / 'all-MiniLM-L6-v2' / 'vocab.txt'
-  assert tokenizers_lib.resolve_path(str(vocab)) == vocab
-  with pytest.raises(UserError):
-    tokenizers_lib.resolve_path('asset:all-MiniLM-L6-v2/no-such-file.txt')
-  with pytest.raises(UserError):
-    tokenizers_lib.resolve_path(tmp_path / 'missing' / 'vocab.txt')
