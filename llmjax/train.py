@@ -38,13 +38,11 @@ class TrainState:
   opt_state: Any
 
 
-def create_train_state(model, tx, mesh, config, rng):
+def create_train_state(task, tx, mesh, config, rng):
   """Returns (state, state_shardings); every array is born on its shards (no full copy anywhere)."""
-  bucket = config.data.buckets[0]
-  dummy = jnp.zeros((1, bucket), jnp.int32)
 
   def init_params(rng):
-    return model.init(rng, dummy, dummy, dummy + 1, deterministic=True)['params']
+    return task.init(rng, config.data.buckets[0])
 
   boxed = jax.eval_shape(init_params, rng)
   param_specs = nn.get_partition_spec(boxed)
@@ -136,16 +134,9 @@ def make_eval_step(task, mesh, config, params_shardings):
 
 
 def evaluate(eval_step, task, params, data, split, mesh, config) -> dict[str, float]:
-  loss_sum = weight = 0.0
-  labels, predictions = [], []
-  for batch in data.eval_iter(split):
-    out = jax.device_get(eval_step(params, sharding.global_batch(batch, mesh, config)))
-    loss_sum += float(out['loss'])
-    weight += float(out['weight'])
-    real = out['mask'] > 0
-    labels.append(out['label'][real])
-    predictions.append(out['prediction'][real])
-  return task.summarize(loss_sum, weight, np.concatenate(labels), np.concatenate(predictions))
+  outputs = [jax.device_get(eval_step(params, sharding.global_batch(batch, mesh, config)))
+             for batch in data.eval_iter(split)]
+  return task.summarize(outputs)
 
 
 def _abstract(state, shardings):
@@ -184,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   model = models.build(config.model, data.num_labels)
   task = ClassificationTask(model, data.num_labels)
   tx = optim.make(config.optim, total_steps)
-  state, state_shardings = create_train_state(model, tx, mesh, config, jax.random.key(config.seed))
+  state, state_shardings = create_train_state(task, tx, mesh, config, jax.random.key(config.seed))
   checkpoints = checkpoint_lib.Checkpointer(workdir / 'checkpoints', keep=config.checkpoint.keep)
   meta = {'step': 0, 'best': None, 'best_step': None, 'bad_evals': 0, 'stopped_early': False,
           'epoch_loss': {}, 'evals': []}
@@ -214,11 +205,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         epoch = str(step // steps_per_epoch)
         loss, w = meta['epoch_loss'].get(epoch, (0.0, 0.0))
         meta['epoch_loss'][epoch] = (loss + float(s['loss']), w + float(s['weight']))
-      loss = sum(float(s['loss']) for s in sums) / max(sum(float(s['weight']) for s in sums), 1)
-      acc = sum(float(s['correct']) for s in sums) / max(sum(float(s['weight']) for s in sums), 1)
+      total = {k: sum(float(s[k]) for s in sums) for k in sums[0] if k != 'grad_norm'}
+      scalars = task.train_metrics(total)
+      scalars.update(grad_norm=float(sums[-1]['grad_norm']), learning_rate=float(schedule(last)),
+                     epoch=(last + 1) / steps_per_epoch)
       tokens = sum(t for _, _, t in window)
-      scalars = {'loss': loss, 'accuracy': acc, 'grad_norm': float(sums[-1]['grad_norm']),
-                 'learning_rate': float(schedule(last)), 'epoch': (last + 1) / steps_per_epoch}
       scalars.update(progress.update(last + 1, tokens))
       writer.write(last + 1, 'train', scalars)
       logging.info('%s', progress.line(last + 1, scalars))
@@ -239,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     # A run that stopped early and is started again goes straight to the test evaluation.
     for step in range(meta['step'], meta['step'] if meta['stopped_early'] else total_steps):
       batch = next(train_iter)
-      tokens = int(batch['attention_mask'].sum()) * jax.process_count()
+      tokens = task.tokens(batch) * jax.process_count()
       state, metrics = train_step(state, sharding.global_batch(batch, mesh, config))
       flush(pending)  # The previous window: its steps are done, so this fetch does not stall.
       pending = None

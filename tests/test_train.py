@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO, tiny_config
 from llmjax import models, optim, sharding, train
 from llmjax.errors import UserError
+from llmjax.tasks.classification import ClassificationTask
 
 
 def _train_losses(workdir):
@@ -102,7 +103,8 @@ def test_pretrained_weights_land_on_their_shards(tmp_path):
   model = models.build(config.model, num_labels=2)
   tx = optim.make(config.optim, 10)
   mesh = sharding.make_mesh(config)
-  state, shardings = train.create_train_state(model, tx, mesh, config, jax.random.key(0))
+  task = ClassificationTask(model, num_labels=2)
+  state, shardings = train.create_train_state(task, tx, mesh, config, jax.random.key(0))
   params = train.load_pretrained(state.params, models.pretrained(config.model))
   emb = params['bert']['embeddings']['word_embeddings']['embedding']
   np.testing.assert_array_equal(np.asarray(emb), hf.embeddings.word_embeddings.weight.detach().numpy())
@@ -115,7 +117,8 @@ def test_pretrained_weights_land_on_their_shards(tmp_path):
   # A vocabulary the mesh cannot split evenly is named, with the fix.
   config.model.vocab_size = 99
   with pytest.raises(UserError, match="dimension of 99 along logical axis 'vocab'.*map 'vocab' to None"):
-    train.create_train_state(models.build(config.model, 2), tx, mesh, config, jax.random.key(0))
+    train.create_train_state(ClassificationTask(models.build(config.model, 2), 2), tx, mesh, config,
+                             jax.random.key(0))
 
 
 def _main(workdir, cache, *extra):
