@@ -1,0 +1,36 @@
+"""Parameter counts against the reference implementations, and the FLOP and memory arithmetic."""
+
+import subprocess
+import sys
+
+from conftest import REPO
+from llmjax import config_lib, model_info
+
+
+def test_bert_base_and_minilm_parameter_counts():
+  config = config_lib.base_config()  # BERT-base architecture.
+  info = model_info.describe(config)
+  assert info['params_by_module']['bert'] == 109_482_240  # transformers BertModel, bert-base-uncased
+  assert info['params_by_module']['classifier'] == 768 * 2 + 2
+  config.model.update(hidden_size=384, num_layers=6, intermediate_size=1536)
+  assert model_info.describe(config)['params_by_module']['bert'] == 22_713_216  # all-MiniLM-L6-v2
+
+
+def test_flops_and_memory_arithmetic():
+  config = config_lib.base_config()
+  config.model.update(vocab_size=100, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16,
+                      max_position_embeddings=32, type_vocab_size=2)
+  config.data.update(max_len=32, buckets=(32,))
+  info = model_info.describe(config, num_labels=3)
+  matmul = 4 * 8 * 8 + 8 * 16 + 16 * 8 + 8 * 8 + 8 * 3  # q k v out, mlp in/out, pooler, classifier
+  assert info['train_flops_per_token'] == 6 * matmul + 12 * 1 * 32 * 8
+  assert info['embedding_params'] == (100 + 32 + 2) * 8
+  assert info['train_state_bytes'] == 3 * 4 * info['params']
+
+
+def test_command_prints_the_counts():
+  run = subprocess.run([sys.executable, '-m', 'llmjax.model_info',
+                        f'--config={REPO}/configs/bert_classify.py', '--config.model.init_from='],
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+  assert run.returncode == 0, run.stderr
+  assert 'bert 109,482,240' in run.stdout and 'train FLOPs/token' in run.stdout
