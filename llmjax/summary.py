@@ -74,11 +74,10 @@ def final_summary(result: dict, config) -> str:
   for epoch, loss in sorted(result['epoch_loss'].items()):
     lines.append(f'epoch {epoch + 1}: train loss {loss:.4f}')
   for ev in result['validation']:
-    lines.append(f'step {ev["step"]}: validation accuracy {ev["accuracy"]:.4f}, f1 {ev["f1"]:.4f}, '
-                 f'loss {ev["loss"]:.4f}')
+    lines.append(f'step {ev["step"]} validation: ' + format_metrics(
+        {k: v for k, v in ev.items() if k != 'step'}))
   if result['stopped_early']:
     lines.append('stopped early (no better validation metric within the patience)')
-  test = result['test']
-  lines.append(f'test (best checkpoint, step {result["best_step"]}): accuracy {test["accuracy"]:.4f}, '
-               f'precision {test["precision"]:.4f}, recall {test["recall"]:.4f}, f1 {test["f1"]:.4f}')
+  lines.append(f'test (best checkpoint, step {result["best_step"]}): '
+               + format_metrics(result['test']))
   return '\n'.join(lines)

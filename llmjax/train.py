@@ -25,10 +25,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec
 
 from llmjax import checkpoint as checkpoint_lib
-from llmjax import config_lib, data as data_lib, models, optim, sharding
+from llmjax import config_lib, models, optim, sharding, tasks
 from llmjax import summary as summary_lib
 from llmjax.errors import UserError
-from llmjax.tasks.classification import ClassificationTask
 
 
 @flax.struct.dataclass
@@ -157,8 +156,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   config = ml_collections.ConfigDict(config.to_dict())  # A private, unlocked copy.
   devices = list(jax.devices() if devices is None else devices)
   config_lib.validate(config, len(devices))
-  data = data_lib.build(config, process_index=jax.process_index(),
-                        process_count=jax.process_count())
+  data = tasks.build_data(config, process_index=jax.process_index(),
+                          process_count=jax.process_count())
   models.resolve(config)  # A pretrained model's architecture comes from its own config.json.
   config_lib.validate(config, len(devices))
   is_main = jax.process_index() == 0
@@ -167,13 +166,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     (workdir / 'config.json').write_text(config_lib.to_json(config))
 
   mesh = sharding.make_mesh(config, devices)
+  steps_per_epoch = data.steps_per_epoch  # None for packed text: the run is sized in steps.
   if config.num_train_steps > 0:
     total_steps = config.num_train_steps
   else:
-    total_steps = config.num_epochs * data.steps_per_epoch
-  steps_per_epoch = data.steps_per_epoch
-  model = models.build(config.model, data.num_labels)
-  task = ClassificationTask(model, data.num_labels)
+    total_steps = config.num_epochs * steps_per_epoch
+  task = tasks.build_task(config, data)
   tx = optim.make(config.optim, total_steps)
   state, state_shardings = create_train_state(task, tx, mesh, config, jax.random.key(config.seed))
   checkpoints = checkpoint_lib.Checkpointer(workdir / 'checkpoints', keep=config.checkpoint.keep)
@@ -202,13 +200,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       sums = jax.device_get([m for _, m, _ in window])
       last = window[-1][0]
       for (step, _, _), s in zip(window, sums):
-        epoch = str(step // steps_per_epoch)
+        epoch = str(step // steps_per_epoch if steps_per_epoch else 0)
         loss, w = meta['epoch_loss'].get(epoch, (0.0, 0.0))
         meta['epoch_loss'][epoch] = (loss + float(s['loss']), w + float(s['weight']))
       total = {k: sum(float(s[k]) for s in sums) for k in sums[0] if k != 'grad_norm'}
       scalars = task.train_metrics(total)
-      scalars.update(grad_norm=float(sums[-1]['grad_norm']), learning_rate=float(schedule(last)),
-                     epoch=(last + 1) / steps_per_epoch)
+      scalars.update(grad_norm=float(sums[-1]['grad_norm']), learning_rate=float(schedule(last)))
+      if steps_per_epoch:
+        scalars['epoch'] = (last + 1) / steps_per_epoch
       tokens = sum(t for _, _, t in window)
       scalars.update(progress.update(last + 1, tokens))
       writer.write(last + 1, 'train', scalars)
@@ -236,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       pending = None
       window.append((step, metrics, tokens))
       done = step + 1
-      end_of_epoch = done % steps_per_epoch == 0
+      end_of_epoch = bool(steps_per_epoch) and done % steps_per_epoch == 0
       do_eval = end_of_epoch or done == total_steps or (
           config.eval.every_steps and done % config.eval.every_steps == 0)
       do_save = do_eval or done % config.checkpoint.every_steps == 0
@@ -271,7 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if jax.process_count() > 1:
     params = multihost_utils.process_allgather(params, tiled=True)
   if is_main:
-    models.export(params, config.model, workdir / 'hf_export', data.label_names)
+    models.export(params, config.model, workdir / 'hf_export', getattr(data, 'label_names', None))
   checkpoints.close()
 
   result = {

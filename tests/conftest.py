@@ -28,6 +28,7 @@ def fake_cache_dir(tmp_path_factory) -> pathlib.Path:
   """One LLMJAX_CACHE with fake assets for the whole session (its tfds dataset is prepared once)."""
   path = tmp_path_factory.mktemp('llmjax_cache')
   fakes.make_fake_assets(path)
+  fakes.make_fake_enwiki(path)
   return path
 
 

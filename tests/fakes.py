@@ -87,3 +87,132 @@ def make_fake_assets(cache_dir: pathlib.Path, num_sentences: int = 400, seed: in
   lines = fake_movie_review_lines(num_sentences, seed)
   _write_asset(cache_dir, 'movie-reviews', {MOVIE_REVIEWS_FILE: b'\n'.join(lines) + b'\n'})
   _write_asset(cache_dir, 'all-MiniLM-L6-v2', {'vocab.txt': ('\n'.join(VOCAB) + '\n').encode()})
+
+
+# --- enwiki-sample: a small MediaWiki XML dump (bz2) and a Lee-style paragraph file. -------------
+
+ENWIKI_FILE = 'enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2'
+LEE_FILE = 'lee_background.cor'
+FAKE_WIKI_ARTICLES = 60   # plain generated articles, all kept
+# On top of those: 'Alpha' (kept, full of markup) and one page per skip reason below.
+FAKE_WIKI_SKIPS = {'redirect': 1, 'non_article': 1, 'no_text': 1, 'too_short': 1,
+                   'duplicate_title': 1}
+FAKE_LEE_LINES = 30       # of which one is empty and one too short
+# Wikitext exercising each kind of markup the cleaner must remove or keep; the plain text it must
+# become is ALPHA_TEXT.
+ALPHA_WIKITEXT = """{{Infobox thing
+| name = Alpha {{nested|template}}
+| image = Alpha.png
+}}
+'''Alpha''' is the first letter of the [[Greek alphabet]] and a [[Beta (letter)|sibling of beta]]
+(from {{lang-grc|ἄλφα}}).<ref>{{cite web |url=http://example.com |title=Ref title}}</ref> It has
+   many   uses in [[science]].<ref name="x"/>
+
+<!-- a hidden comment -->
+== History ==
+[[File:Alpha.svg|thumb|A caption that is not prose]]
+The letter was taken from the Phoenician ''aleph'' around 800 BC by early Greek writers.
+{| class="wikitable"
+|-
+! Header cell
+|-
+| table cell one || table cell two
+|}
+[[Image:Other.jpg|left|Another caption]]
+Later it spread to Latin and many other scripts of the world.
+
+A broken citation.<ref>never closed
+{| class="wikitable"
+| an unclosed table cell
+[[Category:Letters]]
+[[de:Alpha]]
+"""
+# Lines of ALPHA_WIKITEXT the parser cannot read (unclosed <ref> and table), dropped and counted.
+ALPHA_MARKUP_LINES = 3
+ALPHA_TEXT = ('Alpha is the first letter of the Greek alphabet and a sibling of beta\n'
+              '(from). It has\n'
+              'many uses in science.\n'
+              'History\n'
+              'The letter was taken from the Phoenician aleph around 800 BC by early Greek '
+              'writers.\n'
+              'Later it spread to Latin and many other scripts of the world.')
+_SYLLABLES = ('ka', 'lo', 'mi', 'ne', 'ru', 'ta', 'zo', 'pe', 'si', 'van', 'dor', 'el', 'qui',
+              'bra', 'sto', 'fen', 'gil', 'hu', 'jor', 'wex')
+
+
+def fake_words(rng: np.random.Generator, n: int) -> list[str]:
+  """n pseudo-words of 1-3 syllables: a few hundred distinct words, enough to fill a small vocab."""
+  return [''.join(rng.choice(_SYLLABLES, size=int(rng.integers(1, 4)))) for _ in range(n)]
+
+
+def fake_article(rng: np.random.Generator) -> str:
+  """Wikitext of 2-3 paragraphs of 25-40 pseudo-words, with a link and a template."""
+  paragraphs = []
+  for _ in range(int(rng.integers(2, 4))):
+    words = fake_words(rng, int(rng.integers(25, 41)))
+    words[3] = f'[[{words[3]}]]'
+    paragraphs.append(' '.join(words) + ' {{citation needed}}.')
+  return '\n\n'.join(paragraphs)
+
+
+def _page(title: str, ns: int, text: str | None, redirect: str | None = None) -> str:
+  from xml.sax.saxutils import escape  # pylint: disable=g-import-not-at-top
+  redirect_xml = f'\n    <redirect title="{escape(redirect)}" />' if redirect else ''
+  text_xml = ('<text xml:space="preserve" />' if text is None else
+              f'<text xml:space="preserve">{escape(text)}</text>')
+  return (f'  <page>\n    <title>{escape(title)}</title>\n    <ns>{ns}</ns>\n    <id>1</id>'
+          f'{redirect_xml}\n    <revision>\n      <id>2</id>\n      {text_xml}\n    </revision>\n'
+          '  </page>\n')
+
+
+def fake_wiki_titles() -> list[str]:
+  return ['Alpha'] + [f'Article {i}' for i in range(FAKE_WIKI_ARTICLES)]
+
+
+def fake_wiki_dump(seed: int = 0) -> bytes:
+  """A bz2 MediaWiki export: Alpha, FAKE_WIKI_ARTICLES articles and one page per skip reason."""
+  import bz2  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  pages = [_page('Alpha', 0, ALPHA_WIKITEXT)]
+  pages += [_page(f'Article {i}', 0, fake_article(rng)) for i in range(FAKE_WIKI_ARTICLES)]
+  pages.insert(3, _page('Alpha letter', 0, '#REDIRECT [[Alpha]]', redirect='Alpha'))
+  pages.insert(7, _page('Talk:Alpha', 1, ' '.join(fake_words(rng, 50))))
+  pages.insert(11, _page('Empty page', 0, None))
+  pages.insert(13, _page('Shorty', 0, "'''Shorty''' is a [[stub]]. {{stub}}"))
+  pages.append(_page('Article 5', 0, fake_article(rng)))  # a second page with a seen title
+  xml = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" '
+         'xml:lang="en">\n  <siteinfo>\n    <sitename>Wikipedia</sitename>\n  </siteinfo>\n'
+         + ''.join(pages) + '</mediawiki>\n')
+  return bz2.compress(xml.encode('utf-8'))
+
+
+def fake_lee_lines(seed: int = 0) -> list[str]:
+  rng = np.random.default_rng(seed)
+  lines = [' '.join(fake_words(rng, int(rng.integers(25, 60)))) for _ in range(FAKE_LEE_LINES - 2)]
+  lines.insert(4, '')             # no text
+  lines.insert(9, 'Too short.')   # under MIN_WORDS
+  return lines
+
+
+def make_fake_enwiki(cache_dir: pathlib.Path, seed: int = 0) -> pathlib.Path:
+  """Writes a fake `enwiki-sample` asset (see fake_wiki_dump / fake_lee_lines) under cache_dir."""
+  return _write_asset(cache_dir, 'enwiki-sample', {
+      ENWIKI_FILE: fake_wiki_dump(seed),
+      LEE_FILE: ('\n'.join(fake_lee_lines(seed)) + '\n').encode()})
+
+
+# --- gpt2-bpe: a tiny byte-level BPE vocabulary and merges in GPT-2's file formats. ---------------
+
+# Byte-level symbols ('Ġ' is the space byte) and merges that build 'hello' and 'Ġworld'.
+GPT2_MERGES = ('h e', 'l l', 'he ll', 'hell o', 'Ġ w', 'o r', 'Ġw or', 'l d', 'Ġwor ld')
+GPT2_VOCAB = ['<|endoftext|>', 'h', 'e', 'l', 'o', 'Ġ', 'w', 'r', 'd', '!',
+              *(a + b for a, b in (m.split() for m in GPT2_MERGES))]
+
+
+def make_fake_gpt2_bpe(directory: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+  """Writes encoder.json (token -> id) and vocab.bpe (a version line, then merges) to directory."""
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  (directory / 'encoder.json').write_text(json.dumps({t: i for i, t in enumerate(GPT2_VOCAB)}))
+  (directory / 'vocab.bpe').write_text('#version: 0.2\n' + '\n'.join(GPT2_MERGES) + '\n')
+  return directory / 'encoder.json', directory / 'vocab.bpe'

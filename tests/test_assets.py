@@ -8,6 +8,7 @@ one-line UserError that names the fix and leaves nothing that looks fetched.
 """
 
 import base64
+import dataclasses
 import errno
 import hashlib
 import io
@@ -155,6 +156,31 @@ def test_fetch_goes_through_the_cache_and_never_downloads_twice(index, tmp_path,
   assert assets.resolve('asset:fake') == path
 
 
+def test_pip_flags_pin_one_platform_wheel(index, tmp_path):
+  # A package with one wheel per platform: the asset's pip flags pick the same file on any host.
+  links = tmp_path / 'links'
+  links.mkdir()
+  _wheel(links / 'fakeplat-0.1.0-py3-none-any.whl', {'fakeplat/x.txt': b'generic\n'})
+  win = _wheel(links / 'fakeplat-0.1.0-cp311-cp311-win_amd64.whl', {'fakeplat/x.txt': b'win\n'})
+  asset = assets.Asset(package='fakeplat', version='0.1.0', sha256=_sha256(win),
+                       members={'x.txt': 'fakeplat/x.txt'},
+                       pip_flags=('--platform', 'win_amd64', '--python-version', '3.11',
+                                  '--implementation', 'cp', '--abi', 'cp311'))
+  dest = assets.fetch_asset('fakeplat', asset, tmp_path / 'a', pip_args=_pip_args(links))
+  assert (dest / 'x.txt').read_bytes() == b'win\n'
+  # Without the flags this (Linux) host would get another file, and so another checksum.
+  with pytest.raises(UserError, match='checksum mismatch'):
+    assets.fetch_asset('fakeplat', dataclasses.replace(asset, pip_flags=()), tmp_path / 'b',
+                       pip_args=_pip_args(links))
+
+
+def test_registry_pins():
+  # Every asset pins a full sha256; platform-specific wheels also pin the platform.
+  for name, asset in assets.ASSETS.items():
+    assert len(asset.sha256) == 64 and int(asset.sha256, 16) >= 0, name
+  assert '--platform' in assets.ASSETS['enwiki-sample'].pip_flags
+
+
 def test_checksum_mismatch_extracts_nothing(index, tmp_path):
   dest = tmp_path / 'cache' / 'fake'
   with pytest.raises(UserError) as error:
@@ -275,9 +301,10 @@ def test_list_command(tmp_path, fake_cache_dir):
                         text=True, env=env, cwd=REPO, check=False, timeout=60)
   assert proc.returncode == 0, proc.stderr
   lines = proc.stdout.splitlines()
-  assert [line.split()[0] for line in lines] == ['all-MiniLM-L6-v2', 'movie-reviews']
+  assert [line.split()[0] for line in lines] == ['all-MiniLM-L6-v2', 'movie-reviews', 'gpt2-bpe',
+                                                 'enwiki-sample']
   assert all('[not fetched]' in line for line in lines)
-  # Against a cache that holds both, both read as fetched.
+  # Against a cache that holds the first two, those two read as fetched.
   env['LLMJAX_CACHE'] = str(fake_cache_dir)
   proc = subprocess.run([sys.executable, '-m', 'llmjax.assets', 'list'], capture_output=True,
                         text=True, env=env, cwd=REPO, check=False, timeout=60)

@@ -13,10 +13,22 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import REPO, load_config, tiny_config
 from llmjax import models, optim, sharding, train
 from llmjax.errors import UserError
 from llmjax.tasks.classification import ClassificationTask
+
+
+@pytest.mark.parametrize('name', ['bert_classify', 'gpt_lm'])
+def test_every_config_trains_through_its_tiny_variant(fake_cache, tmp_path, name):
+  config = load_config(name, 'tiny')
+  if config.task.name == 'causal_lm':  # The fake corpus holds too few held-out articles to halve.
+    config.data.splits = dict(train='train[:80%]', validation='train[80%:]', test='train[80%:]')
+  config.num_train_steps = 2
+  config.eval.every_steps = 2
+  result = train.train_and_evaluate(config, tmp_path)
+  assert result['steps'] == 2 and np.isfinite(result['test']['loss'])
+  assert (tmp_path / 'hf_export' / 'model.safetensors').exists()
 
 
 def _train_losses(workdir):

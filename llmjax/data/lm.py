@@ -20,8 +20,13 @@ from collections.abc import Callable, Iterator, Sequence
 import itertools
 
 import grain
+import ml_collections
 import numpy as np
 
+from llmjax import assets
+from llmjax.data import spm_train
+from llmjax.data import text as text_lib
+from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
 
 _PREFETCH_BATCHES = 4
@@ -52,15 +57,19 @@ class _SplitDocuments(grain.experimental.FlatMapTransform):
 class LMData:
   """Packed next-token batches of a text corpus for one process."""
 
+  # Packed text has no fixed number of batches per epoch: runs are sized in steps.
+  steps_per_epoch = None
+
   def __init__(self, splits: dict[str, Sequence[str]], encode: Callable[[str], Sequence[int]], *,
                seq_len: int, batch_size: int, eval_batch_size: int, seed: int,
-               process_index: int = 0, process_count: int = 1):
+               vocab_size: int | None = None, process_index: int = 0, process_count: int = 1):
     for name, size in (('batch_size', batch_size), ('eval_batch_size', eval_batch_size)):
       if size % process_count:
         raise UserError(f'config.{name}={size} is not divisible by the {process_count} processes: '
                         f'use a multiple of {process_count}')
     self._splits = splits
     self._encode = encode
+    self.vocab_size = vocab_size
     self._seq_len = seq_len
     self._rows = batch_size // process_count
     self._eval_rows = eval_batch_size // process_count
@@ -112,6 +121,36 @@ class LMData:
         return
       batch += [_empty_row(self._seq_len)] * (self._eval_batch_size - len(batch))
       yield _stack(batch[lo:lo + self._eval_rows])
+
+
+def encoder(config: ml_collections.ConfigDict) -> tuple[Callable[[str], list[int]], int]:
+  """(text -> ids ending in the end-of-document token, vocabulary size) for `config.tokenizer`."""
+  tok = config.tokenizer
+  if tok.kind == 'gpt2_bpe':
+    bpe = tokenizers_lib.gpt2_bpe(assets.resolve(tok.vocab), assets.resolve(tok.merges))
+    eot = bpe.token_to_id(tokenizers_lib.EOT)
+    return (lambda text: bpe.encode(text).ids + [eot]), bpe.get_vocab_size()
+  if tok.kind == 'sentencepiece':
+    if tok.vocab.startswith('spm:'):
+      # 'spm:CORPUS:VOCAB_SIZE[:TYPE]': trained on the corpus's train split once, then cached.
+      corpus, size, *kind = tok.vocab[len('spm:'):].split(':')
+      path = spm_train.train_cached(corpus, int(size), *kind, data_dir=config.data.data_dir)
+    else:
+      path = assets.resolve(tok.vocab)
+    sp = tokenizers_lib.sentencepiece(path)
+    return (lambda text: sp.encode(text) + [tokenizers_lib.SPM_EOS_ID]), sp.get_piece_size()
+  raise UserError(f'config.tokenizer.kind={tok.kind!r} cannot tokenize documents for language '
+                  'modelling: use gpt2_bpe or sentencepiece')
+
+
+def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
+          process_count: int = 1) -> LMData:
+  """Opens the configured text corpus and tokenizer; returns its packed batches."""
+  encode, vocab_size = encoder(config)
+  return LMData(text_lib.open_text(config.data), encode, seq_len=config.data.max_len,
+                batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+                seed=config.seed, vocab_size=vocab_size, process_index=process_index,
+                process_count=process_count)
 
 
 def _to_batch_row(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

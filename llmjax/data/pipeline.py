@@ -21,12 +21,7 @@ prepares the next few batches while the accelerator works.
 """
 
 from collections.abc import Iterator, Sequence
-import contextlib
-import fcntl
 import hashlib
-import importlib
-import os
-import pathlib
 from typing import Any
 
 from absl import logging
@@ -37,17 +32,13 @@ import tensorflow_datasets as tfds
 import tokenizers
 
 from llmjax import assets
+from llmjax.data import tfds_sources
 from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
 
 # Batches prepared ahead of the one being consumed. Reading and tokenizing a batch of 32 takes a
 # few milliseconds, so a small buffer is enough to hide it behind a training step.
 _PREFETCH_BATCHES = 4
-# TFDS packages whose builders are imported lazily; `tfds.builder` only finds e.g. `glue` once its
-# package has been imported (the new-style `datasets/` builders such as imdb_reviews are found
-# without this).
-_TFDS_BUILDER_PACKAGES = ('text', 'structured', 'summarization', 'question_answering', 'translate',
-                          'text_simplification')
 
 
 class ClassificationData:
@@ -195,8 +186,7 @@ def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
 
   tokenizer = tokenizers_lib.wordpiece(assets.resolve(config.tokenizer.vocab),
                                        lowercase=config.tokenizer.lowercase, max_len=data.max_len)
-  data_dir = pathlib.Path(data.data_dir or assets.cache_dir() / 'tensorflow_datasets').expanduser()
-  sources = _open_splits(data.name, split_specs, data_dir)
+  sources = tfds_sources.open_splits(data.name, split_specs, tfds_sources.resolve_data_dir(data))
 
   features = next(iter(sources.values())).dataset_info.features
   missing = [k for k in (*text_keys, data.label_key) if k not in features]
@@ -218,65 +208,6 @@ def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
   logging.info('data %s: %s examples, %d labels %s, %d train steps per epoch', data.name,
                result.num_examples, result.num_labels, result.label_names, result.steps_per_epoch)
   return result
-
-
-def _open_splits(name: str, split_specs: dict[str, str],
-                 data_dir: pathlib.Path) -> dict[str, Sequence[Any]]:
-  """Returns a TFDS data source per split; prepares the dataset (as ArrayRecord) when needed."""
-  # Processes sharing data_dir (several processes on one host) take turns: two preparing at once
-  # collide when TFDS renames its output into place and the loser fails; the one that waits finds
-  # the data ready.
-  with _exclusive(data_dir / '.llmjax-prepare.lock'):
-    if name.split(':')[0] == 'movie_reviews':
-      # Prepared outside the error translation below: a failure here is an asset problem (already
-      # a UserError) or a bug that should keep its traceback. Importing the module registers the
-      # builder with TFDS; preparing is idempotent (a prepared dataset is left as it is).
-      from llmjax.data import movie_reviews  # pylint: disable=g-import-not-at-top,unused-import
-      tfds.builder(name, data_dir=os.fspath(data_dir), file_format='array_record'
-                  ).download_and_prepare(file_format='array_record')
-    for attempt in range(2):
-      try:
-        # ArrayRecord is the random-access format that needs no TensorFlow.
-        return dict(tfds.data_source(name, split=split_specs, data_dir=os.fspath(data_dir),
-                                     download=True, builder_kwargs={'file_format': 'array_record'}))
-      except tfds.core.DatasetNotFoundError as e:
-        if attempt:
-          raise UserError(f'unknown dataset config.data.name={name!r}: use movie_reviews or a '
-                          'TFDS name such as glue/sst2 or imdb_reviews') from e
-        _import_tfds_builders()
-      except UserError:
-        raise
-      except Exception as e:  # pylint: disable=broad-except
-        # Typically: no network to download from, data prepared in another format, a bad split
-        # string. Name the cause in one line; the chained traceback keeps the details.
-        cause = (str(e).strip().splitlines() or [''])[0][:300]
-        raise UserError(
-            f'cannot open TFDS dataset {name!r} splits {split_specs} in {data_dir} '
-            f'({type(e).__name__}: {cause}): check the split names, or prepare it as ArrayRecord '
-            'on a machine with internet (tfds.data_source(name, data_dir=..., '
-            "builder_kwargs={'file_format': 'array_record'})) and copy data_dir") from e
-  raise AssertionError('unreachable')
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: pathlib.Path) -> Iterator[None]:
-  """Holds an exclusive lock on lock_path (an advisory flock, released if the process dies)."""
-  lock_path.parent.mkdir(parents=True, exist_ok=True)
-  with open(lock_path, 'a') as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _import_tfds_builders() -> None:
-  """Imports TFDS's lazily loaded builder packages so that `tfds.builder` can find e.g. glue."""
-  for package in _TFDS_BUILDER_PACKAGES:
-    try:
-      importlib.import_module(f'tensorflow_datasets.{package}')
-    except ImportError as e:  # Some builders need optional packages; the others still register.
-      logging.debug('could not import tensorflow_datasets.%s: %s', package, e)
 
 
 class _Prefix:

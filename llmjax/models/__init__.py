@@ -1,43 +1,92 @@
-"""Model registry: `config.model` -> a network, and the pretrained weights it starts from."""
+"""Model registry: `config.model` -> a network, the pretrained weights it starts from, and export.
+
+`config.model` holds `name` (a key of FAMILIES), `init_from` ('' = random init; 'asset:NAME' or a
+path = a Hugging Face directory whose architecture replaces the config's), and every field of the
+family's architecture dataclass. `model_config(name)` gives those defaults.
+"""
 
 import dataclasses
+from collections.abc import Callable
+from types import ModuleType
 
 import flax.linen as nn
 import ml_collections
 from absl import logging
 
 from llmjax import assets
-from llmjax.models import bert, hf_bert
-
-# Keys of config.model that describe the architecture (the rest: name, init_from).
-ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(bert.BertConfig))
+from llmjax.errors import UserError
+from llmjax.models import bert, gpt, hf_bert, hf_gpt2
 
 
-def bert_config(model_config: ml_collections.ConfigDict) -> bert.BertConfig:
-  return bert.BertConfig(**{k: model_config[k] for k in ARCH_FIELDS})
+@dataclasses.dataclass(frozen=True)
+class Family:
+  config_cls: type            # The architecture dataclass.
+  build: Callable[..., nn.Module]  # (architecture, num_labels) -> module
+  hf: ModuleType              # load_config / import_params / export in the Hugging Face format
+
+
+FAMILIES = {
+    'bert_classifier': Family(bert.BertConfig,
+                              lambda arch, num_labels: bert.BertForSequenceClassification(
+                                  arch, num_labels), hf_bert),
+    'gpt': Family(gpt.GPTConfig, lambda arch, num_labels: gpt.GPT(arch), hf_gpt2),
+}
+
+
+def family(model_config: ml_collections.ConfigDict) -> Family:
+  if model_config.name not in FAMILIES:
+    raise UserError(f'config.model.name={model_config.name!r} is not a known model: use one of '
+                    f'{", ".join(FAMILIES)}')
+  return FAMILIES[model_config.name]
+
+
+def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
+  """`config.model` for family `name`: its architecture defaults, then `overrides`."""
+  arch = dataclasses.asdict(FAMILIES[name].config_cls())
+  # ConfigDict fields keep their first type; None would lock a field to None forever.
+  arch = {k: v for k, v in arch.items() if v is not None}
+  c = ml_collections.ConfigDict(dict(name=name, init_from='', **arch))
+  c.update(overrides)
+  return c
+
+
+def arch_fields(name: str) -> tuple[str, ...]:
+  return tuple(f.name for f in dataclasses.fields(FAMILIES[name].config_cls))
+
+
+def architecture(model_config: ml_collections.ConfigDict):
+  """The family's architecture dataclass from `config.model`."""
+  fam = family(model_config)
+  return fam.config_cls(**{k: model_config[k] for k in arch_fields(model_config.name)
+                           if k in model_config})
 
 
 def resolve(config: ml_collections.ConfigDict) -> None:
   """Takes a pretrained model's architecture from its config.json into `config.model`."""
   if not config.model.init_from:
     return
-  arch = hf_bert.load_config(assets.resolve(config.model.init_from))
-  changed = {k: v for k, v in arch.items() if config.model[k] != v}
+  arch = family(config.model).hf.load_config(assets.resolve(config.model.init_from))
+  changed = {k: v for k, v in arch.items() if config.model.get(k) != v}
   if changed:
     logging.info('Architecture from %s: %s', config.model.init_from, changed)
   config.model.update(arch)
 
 
-def build(model_config: ml_collections.ConfigDict, num_labels: int) -> nn.Module:
-  return bert.BertForSequenceClassification(bert_config(model_config), num_labels)
+def build(model_config: ml_collections.ConfigDict, num_labels: int | None = None) -> nn.Module:
+  return family(model_config).build(architecture(model_config), num_labels)
 
 
 def pretrained(model_config: ml_collections.ConfigDict) -> dict:
   """The pretrained weights (numpy, in the layout of `build`'s params) named by `init_from`."""
-  return hf_bert.import_params(assets.resolve(model_config.init_from), bert_config(model_config))
+  return family(model_config).hf.import_params(assets.resolve(model_config.init_from),
+                                               architecture(model_config))
 
 
-def export(params, model_config: ml_collections.ConfigDict, out_dir, label_names: list[str]) -> None:
+def export(params, model_config: ml_collections.ConfigDict, out_dir,
+           label_names: list[str] | None = None) -> None:
   """Writes `params` as a Hugging Face directory that transformers and `init_from` can load."""
-  hf_bert.export(params, bert_config(model_config), out_dir, len(label_names),
-                 dict(enumerate(label_names)))
+  if model_config.name == 'bert_classifier':
+    hf_bert.export(params, architecture(model_config), out_dir, len(label_names),
+                   dict(enumerate(label_names)))
+  else:
+    family(model_config).hf.export(params, architecture(model_config), out_dir)

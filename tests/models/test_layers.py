@@ -1,0 +1,139 @@
+"""Shared layers: the mask builder, attention (fused vs explicit, GQA, rotary, KV cache), Mlp, norms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import flax.linen as nn
+import pytest
+
+from llmjax.errors import UserError
+from llmjax.models import layers
+
+
+def test_mask_builder_causal_and_segments():
+  seg = jnp.array([[1, 1, 2, 2, 0]])
+  mask = layers.make_attention_mask(causal=True, query_segment_ids=seg, key_segment_ids=seg)[0, 0]
+  expected = np.array([[1, 0, 0, 0, 0],
+                       [1, 1, 0, 0, 0],
+                       [0, 0, 1, 0, 0],
+                       [0, 0, 1, 1, 0],
+                       [0, 0, 0, 0, 1]], bool)
+  np.testing.assert_array_equal(mask, expected)
+  # Causal over cache slots: queries in slots 2, 3 of a 5-slot cache see only filled slots.
+  mask = layers.make_attention_mask(causal=True, query_index=jnp.array([2, 3]),
+                                    key_index=jnp.arange(5))
+  assert mask.shape == (1, 1, 2, 5)
+  np.testing.assert_array_equal(mask[0, 0], [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]])
+  # Padding masks combine with causal.
+  mask = layers.make_attention_mask(jnp.array([[1, 1, 0]]), jnp.array([[0, 1, 1]]), causal=True)
+  np.testing.assert_array_equal(mask[0, 0], [[0, 0, 0], [0, 1, 0], [0, 0, 0]])
+
+
+def test_positions_restart_per_segment():
+  seg = jnp.array([[0, 0, 1, 1, 1, 2, 2], [1, 1, 1, 1, 1, 1, 1]])
+  np.testing.assert_array_equal(layers.positions_from_segment_ids(seg),
+                                [[0, 1, 0, 1, 2, 0, 1], [0, 1, 2, 3, 4, 5, 6]])
+
+
+@pytest.mark.parametrize('kv_heads', [4, 2, 1])
+def test_fused_attention_equals_explicit(kv_heads):
+  kq, kk, kv = jax.random.split(jax.random.key(0), 3)
+  q = jax.random.normal(kq, (2, 6, 4, 8))
+  k = jax.random.normal(kk, (2, 7, kv_heads, 8))
+  v = jax.random.normal(kv, (2, 7, kv_heads, 8))
+  seg_q = jnp.array([[1, 1, 1, 2, 2, 2], [0, 1, 1, 1, 1, 1]])
+  seg_k = jnp.array([[1, 1, 1, 2, 2, 2, 2], [0, 1, 1, 1, 1, 1, 1]])
+  mask = layers.make_attention_mask(causal=True, query_segment_ids=seg_q, key_segment_ids=seg_k)
+  explicit = layers.dot_product_attention(q, k, v, mask)
+  fused = jax.nn.dot_product_attention(q, k, v, mask=mask)
+  np.testing.assert_allclose(fused, explicit, atol=1e-5, rtol=0)
+  # GQA: the same as repeating each kv head for its group of query heads.
+  repeat = lambda x: jnp.repeat(x, 4 // kv_heads, axis=2)
+  np.testing.assert_allclose(layers.dot_product_attention(q, repeat(k), repeat(v), mask), explicit,
+                             atol=1e-6)
+
+
+def test_rotary_is_relative():
+  x = jax.random.normal(jax.random.key(0), (1, 2, 1, 16))
+  q, k = x[:, :1], x[:, 1:]
+
+  def score(pq, pk):
+    rq = layers.apply_rotary(q, jnp.array([[pq]]))
+    rk = layers.apply_rotary(k, jnp.array([[pk]]))
+    return float(jnp.sum(rq * rk))
+
+  assert abs(score(3, 1) - score(10, 8)) < 1e-4  # depends on the offset only
+  assert abs(score(3, 1) - score(3, 2)) > 1e-3
+  np.testing.assert_allclose(layers.apply_rotary(q, jnp.array([[0]])), q)  # position 0: identity
+  # Rotation keeps norms.
+  np.testing.assert_allclose(jnp.linalg.norm(layers.apply_rotary(q, jnp.array([[7]]))),
+                             jnp.linalg.norm(q), rtol=1e-5)
+
+
+def test_sinusoidal_positions():
+  table = layers.sinusoidal_positions(5, 8)
+  pos, i = 3, 1  # column 2i = sin(pos / 10000^(2i/8)), 2i + 1 = cos
+  np.testing.assert_allclose(table[pos, 2 * i], np.sin(pos / 10000 ** (2 * i / 8)), rtol=1e-5)
+  np.testing.assert_allclose(table[pos, 2 * i + 1], np.cos(pos / 10000 ** (2 * i / 8)), rtol=1e-5)
+  np.testing.assert_array_equal(table[0], np.tile([0., 1.], 4))
+
+
+def test_attention_kv_cache_equals_full():
+  attn = layers.MultiHeadAttention(num_heads=4, num_kv_heads=2, rotary=True, use_bias=False)
+  x = jax.random.normal(jax.random.key(1), (2, 6, 16))
+  positions = jnp.broadcast_to(jnp.arange(6), (2, 6))
+  params = attn.init(jax.random.key(0), x, x, positions=positions, deterministic=True)['params']
+  assert set(params) == {'q', 'k', 'v', 'out'} and set(params['q']) == {'kernel'}
+  assert params['k']['kernel'].value.shape == (16, 2, 4)
+  mask = layers.make_attention_mask(causal=True, query_index=jnp.arange(6), key_index=jnp.arange(6))
+  full = attn.apply({'params': params}, x, x, mask, positions=positions, deterministic=True)
+
+  cache = attn.init(jax.random.key(0), x, x, positions=positions, deterministic=True,
+                    decode=True)['cache']
+  assert int(cache['cache_index']) == 0 and cache['cached_key'].shape == (2, 6, 2, 4)
+  outs = []
+  for start, stop in ((0, 2), (2, 3), (3, 6)):  # a prefill chunk, then chunks of 1 and 3
+    out, mutated = attn.apply({'params': params, 'cache': cache}, x[:, start:stop],
+                              x[:, start:stop], positions=positions[:, start:stop],
+                              deterministic=True, decode=True, mutable=['cache'])
+    cache = mutated['cache']
+    outs.append(out)
+  assert int(cache['cache_index']) == 6
+  np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, atol=1e-5)
+
+
+@pytest.mark.parametrize('activation,names', [('gelu_new', {'wi', 'wo'}),
+                                              ('swiglu', {'wi_0', 'wi_1', 'wo'})])
+def test_mlp_activations(activation, names):
+  x = jax.random.normal(jax.random.key(1), (1, 3, 8))
+  mlp = layers.Mlp(16, activation=activation)
+  params = nn.unbox(mlp.init(jax.random.key(0), x))['params']
+  assert set(params) == names
+  y = mlp.apply({'params': params}, x)
+  if activation == 'swiglu':
+    h = jax.nn.silu(x @ params['wi_0']['kernel']) * (x @ params['wi_1']['kernel'])
+  else:  # GPT-2's tanh approximation
+    a = x @ params['wi']['kernel']
+    h = 0.5 * a * (1 + jnp.tanh(np.sqrt(2 / np.pi) * (a + 0.044715 * a ** 3)))
+  np.testing.assert_allclose(y, h @ params['wo']['kernel'], atol=1e-5)
+  with pytest.raises(UserError, match='unknown activation'):
+    layers.Mlp(16, activation='gelu_old').init(jax.random.key(0), x)
+
+
+def test_activations_by_name():
+  x = jnp.linspace(-3, 3, 7)
+  np.testing.assert_allclose(layers.ACTIVATIONS['gelu'](x), jax.nn.gelu(x, approximate=False))
+  np.testing.assert_allclose(layers.ACTIVATIONS['relu'](x), np.maximum(x, 0))
+  np.testing.assert_allclose(layers.ACTIVATIONS['silu'](x), x / (1 + np.exp(-x)), rtol=1e-5)
+  assert np.abs(layers.gelu_new(x) - layers.gelu(x)).max() > 1e-5  # the two GELUs differ
+
+
+def test_rms_norm():
+  x = jax.random.normal(jax.random.key(0), (2, 3, 8)) + 1.0
+  norm = layers.norm('rmsnorm', epsilon=1e-6)
+  params = nn.unbox(norm.init(jax.random.key(0), x))['params']
+  assert set(params) == {'scale'}
+  expected = x / np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True) + 1e-6)
+  np.testing.assert_allclose(norm.apply({'params': params}, x), expected, atol=1e-5)
+  with pytest.raises(UserError, match='unknown norm'):
+    layers.norm('batchnorm', epsilon=1e-6)
