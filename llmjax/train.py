@@ -37,29 +37,38 @@ class TrainState:
   opt_state: Any
 
 
-def create_train_state(task, tx, mesh, config, rng):
-  """Returns (state, state_shardings); every array is born on its shards (no full copy anywhere)."""
-
+def _state_fns(task, tx, config):
   def init_params(rng):
     return task.init(rng, config.data.buckets[0])
-
-  boxed = jax.eval_shape(init_params, rng)
-  param_specs = nn.get_partition_spec(boxed)
-  sharding.check_divisible(nn.unbox(boxed), param_specs, mesh, config)
 
   def init_state(rng):
     params = nn.unbox(init_params(rng))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
+  return init_params, init_state
+
+
+def abstract_train_state(task, tx, mesh, config, rng):
+  """The train state as ShapeDtypeStructs whose shardings follow the parameters' logical axes."""
+  init_params, init_state = _state_fns(task, tx, config)
+  boxed = jax.eval_shape(init_params, rng)
+  param_specs = nn.get_partition_spec(boxed)
+  sharding.check_divisible(nn.unbox(boxed), param_specs, mesh, config)
   abstract = jax.eval_shape(init_state, rng)
   opt_specs = optax.tree_map_params(
       tx, lambda _, spec: spec, abstract.opt_state, param_specs,
       transform_non_params=lambda _: PartitionSpec(), is_leaf=lambda x: isinstance(x, PartitionSpec))
   specs = TrainState(step=PartitionSpec(), params=param_specs, opt_state=opt_specs)
-  shardings = sharding.logical_to_sharding(specs, mesh, config)
+  return _abstract(abstract, sharding.logical_to_sharding(specs, mesh, config))
+
+
+def create_train_state(task, tx, mesh, config, rng):
+  """Returns (state, state_shardings); every array is born on its shards (no full copy anywhere)."""
+  abstract = abstract_train_state(task, tx, mesh, config, rng)
+  shardings = jax.tree.map(lambda x: x.sharding, abstract)
   # No logical-rules context here: out_shardings place the state, and Flax would constrain
   # DenseGeneral kernels while they are still flat.
-  state = jax.jit(init_state, out_shardings=shardings)(rng)
+  state = jax.jit(_state_fns(task, tx, config)[1], out_shardings=shardings)(rng)
   return state, shardings
 
 

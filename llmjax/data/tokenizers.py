@@ -9,11 +9,13 @@
   ids: pad=0, eos=1, unk=2 and no bos (see `llmjax.data.spm_train` for the cached command).
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+import dataclasses
 import os
 import pathlib
 import tempfile
 
+import ml_collections
 import sentencepiece as spm
 import tokenizers
 from tokenizers import decoders
@@ -167,3 +169,37 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, model_type: str,
     for suffix in ('.vocab', '.model'):  # .model last: its presence means both are complete
       os.replace(tmp_prefix.with_suffix(suffix), out_prefix.with_name(out_prefix.name + suffix))
   return out_prefix.with_name(out_prefix.name + '.model')
+
+
+@dataclasses.dataclass(frozen=True)
+class TextTokenizer:
+  """Text <-> ids for language modelling, whatever library is underneath."""
+  encode: Callable[[str], list[int]]  # No end-of-document token appended.
+  decode: Callable[[Sequence[int]], str]
+  eos_id: int
+  vocab_size: int
+
+
+def text_tokenizer(config: ml_collections.ConfigDict) -> TextTokenizer:
+  """The tokenizer `config.tokenizer` names (gpt2_bpe or sentencepiece), resolving its files.
+
+  For sentencepiece, `vocab` may be 'spm:CORPUS:VOCAB_SIZE[:TYPE]': a model trained on the corpus's
+  train split on first use and cached (see `llmjax.data.spm_train`).
+  """
+  from llmjax import assets  # pylint: disable=g-import-not-at-top
+  from llmjax.data import spm_train  # pylint: disable=g-import-not-at-top  (it imports this module)
+  tok = config.tokenizer
+  if tok.kind == 'gpt2_bpe':
+    bpe = gpt2_bpe(assets.resolve(tok.vocab), assets.resolve(tok.merges))
+    return TextTokenizer(lambda text: bpe.encode(text).ids, bpe.decode, bpe.token_to_id(EOT),
+                         bpe.get_vocab_size())
+  if tok.kind == 'sentencepiece':
+    if tok.vocab.startswith('spm:'):
+      corpus, size, *kind = tok.vocab[len('spm:'):].split(':')
+      path = spm_train.train_cached(corpus, int(size), *kind, data_dir=config.data.data_dir)
+    else:
+      path = assets.resolve(tok.vocab)
+    sp = sentencepiece(path)
+    return TextTokenizer(sp.encode, sp.decode, SPM_EOS_ID, sp.get_piece_size())
+  raise UserError(f'config.tokenizer.kind={tok.kind!r} cannot tokenize documents for language '
+                  'modelling: use gpt2_bpe or sentencepiece')

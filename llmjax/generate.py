@@ -1,0 +1,118 @@
+"""Continue prompts with a trained decoder: loads a run's best checkpoint and prints continuations.
+
+  python -m llmjax.generate --workdir=runs/gpt --prompt="Anarchism is" [--prompt=...]
+  python -m llmjax.generate --workdir=runs/gpt --prompts_file=prompts.txt --num_beams=4
+  python -m llmjax.generate --workdir=runs/gpt --prompt="The" --temperature=0.8 --top_p=0.9
+
+Greedy by default; `--temperature > 0` samples (with `--top_k`, `--top_p`); `--num_beams > 1` runs
+beam search with `--length_penalty`. All of it runs jit-compiled over the KV cache
+(`llmjax.decoding`). The run's `config.json` names the model and tokenizer.
+"""
+
+import json
+import pathlib
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+
+from llmjax import checkpoint as checkpoint_lib
+from llmjax import decoding, models, optim, sharding, train
+from llmjax.data import tokenizers as tokenizers_lib
+from llmjax.errors import UserError
+from llmjax.tasks.causal_lm import CausalLMTask
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'The run directory (config.json, checkpoints/).')
+_PROMPT = flags.DEFINE_multi_string('prompt', [], 'A prompt; repeat the flag for several.')
+_PROMPTS_FILE = flags.DEFINE_string('prompts_file', None, 'A file with one prompt per line.')
+_MAX_NEW_TOKENS = flags.DEFINE_integer('max_new_tokens', 40, 'Tokens to generate per prompt.')
+_TEMPERATURE = flags.DEFINE_float('temperature', 0.0, '0 = greedy; > 0 samples.')
+_TOP_K = flags.DEFINE_integer('top_k', 0, 'Sample from the k most likely tokens (0 = all).')
+_TOP_P = flags.DEFINE_float('top_p', 1.0, 'Sample from the smallest set holding this probability.')
+_NUM_BEAMS = flags.DEFINE_integer('num_beams', 1, '> 1: beam search.')
+_LENGTH_PENALTY = flags.DEFINE_float('length_penalty', 1.0, 'Beam score = logp / length**this.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+
+
+def load_params(workdir: pathlib.Path, step: int | None = None):
+  """(config, model, params) of the run in `workdir`, from its best checkpoint unless `step`."""
+  workdir = pathlib.Path(workdir)
+  if not (workdir / 'config.json').exists():
+    raise UserError(f'{workdir} has no config.json: pass the --workdir of a training run')
+  config = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
+  if config.task.name != 'causal_lm':
+    raise UserError(f'{workdir} trained task {config.task.name!r}; generation needs a causal_lm run')
+  task = CausalLMTask(models.build(config.model))
+  config.mesh.update(data=-1, fsdp=1, tensor=1)  # Whatever mesh trained it, decode on all devices.
+  mesh = sharding.make_mesh(config)
+  # The optimizer only shapes the state to restore; its schedule does not matter here.
+  target = train.abstract_train_state(task, optim.make(config.optim, 1), mesh, config,
+                                      jax.random.key(0))
+  checkpoints = checkpoint_lib.Checkpointer(workdir / 'checkpoints', keep=config.checkpoint.keep)
+  latest = checkpoints.latest_step()
+  if latest is None:
+    raise UserError(f'{workdir}/checkpoints holds no checkpoint: train first, or fix --workdir')
+  state, meta = checkpoints.restore(latest, target)
+  best = meta.get('best_step') if step is None else step
+  if best is not None and best != latest:
+    state, _ = checkpoints.restore(best, target)
+  checkpoints.close()
+  return config, task.model, state.params
+
+
+def generate_texts(workdir, prompts: list[str], *, max_new_tokens: int, temperature: float = 0.0,
+                   top_k: int = 0, top_p: float = 1.0, num_beams: int = 1,
+                   length_penalty: float = 1.0, seed: int = 0) -> list[str]:
+  """The continuation of each prompt (text after the prompt, up to the end-of-document token)."""
+  if not prompts:
+    raise UserError('no prompt given: pass --prompt="..." or --prompts_file=FILE')
+  config, model, params = load_params(workdir)
+  tok = tokenizers_lib.text_tokenizer(config)
+  encoded = [tok.encode(p) or [tok.eos_id] for p in prompts]
+  width = max(map(len, encoded))
+  ids = np.zeros((len(encoded), width), np.int32)
+  mask = np.zeros((len(encoded), width), np.int32)
+  for row, e in enumerate(encoded):  # Left-padded, as decoding expects.
+    ids[row, width - len(e):] = e
+    mask[row, width - len(e):] = 1
+  if num_beams > 1:
+    out, _ = decoding.beam_search(model, params, ids, mask, num_beams=num_beams,
+                                  max_new_tokens=max_new_tokens, eos_id=tok.eos_id,
+                                  length_penalty=length_penalty)
+  else:
+    out = decoding.generate(model, params, ids, mask, jax.random.key(seed),
+                            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                            top_p=top_p, eos_id=tok.eos_id)
+  texts = []
+  for row in np.asarray(out):
+    row = row.tolist()
+    texts.append(tok.decode(row[:row.index(tok.eos_id)] if tok.eos_id in row else row))
+  return texts
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  prompts = list(_PROMPT.value)
+  try:
+    if _PROMPTS_FILE.value:
+      path = pathlib.Path(_PROMPTS_FILE.value)
+      if not path.exists():
+        raise UserError(f'--prompts_file={path} does not exist')
+      prompts += [line for line in path.read_text().splitlines() if line.strip()]
+    texts = generate_texts(_WORKDIR.value, prompts, max_new_tokens=_MAX_NEW_TOKENS.value,
+                           temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
+                           num_beams=_NUM_BEAMS.value, length_penalty=_LENGTH_PENALTY.value,
+                           seed=_SEED.value)
+  except UserError as e:
+    print(f'llmjax: error: {e}', file=sys.stderr)
+    sys.exit(2)
+  for prompt, text in zip(prompts, texts):
+    print(f'{prompt} >>> {text}')
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['workdir'])
+  app.run(main)
