@@ -22,15 +22,20 @@ from ml_collections import config_flags
 
 from llmjax import models, optim
 from llmjax.errors import UserError
+from llmjax.tasks.causal_lm import CausalLMTask
 from llmjax.tasks.classification import ClassificationTask
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].')
 
 
 def describe(config: ml_collections.ConfigDict, num_labels: int = 2) -> dict:
-  """Counts for `config.model` at sequence length `config.data.max_len`."""
+  """Counts for `config.model` at sequence length `config.data.max_len` (a classifier gets
+  `num_labels` classes: the data, which knows the real number, is not opened)."""
   models.resolve(config)
-  task = ClassificationTask(models.build(config.model, num_labels), num_labels)
+  if config.task.name == 'classification':
+    task = ClassificationTask(models.build(config.model, num_labels), num_labels)
+  else:
+    task = CausalLMTask(models.build(config.model))
   params = nn.unbox(jax.eval_shape(lambda rng: task.init(rng, 8), jax.random.key(0)))
   leaves = jax.tree_util.tree_leaves_with_path(params)
   total = sum(x.size for _, x in leaves)
@@ -38,6 +43,8 @@ def describe(config: ml_collections.ConfigDict, num_labels: int = 2) -> dict:
   lookups = sum(x.size for p, x in leaves if optim.path_str(p).endswith('embedding'))
   matmul = sum(x.size for p, x in leaves if optim.path_str(p).endswith('kernel'))
   m = config.model
+  if m.get('tie_embeddings'):  # The output layer multiplies by the (shared) embedding table.
+    matmul += m.vocab_size * m.hidden_size
   attention = 12 * m.num_layers * config.data.max_len * m.hidden_size
   bytes_per_param = np.dtype(m.param_dtype).itemsize
   by_module = {}

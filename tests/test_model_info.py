@@ -3,8 +3,8 @@
 import subprocess
 import sys
 
-from conftest import REPO
-from llmjax import config_lib, model_info
+from conftest import REPO, load_config
+from llmjax import config_lib, model_info, models
 
 
 def test_bert_base_and_minilm_parameter_counts():
@@ -14,6 +14,18 @@ def test_bert_base_and_minilm_parameter_counts():
   assert info['params_by_module']['classifier'] == 768 * 2 + 2
   config.model.update(hidden_size=384, num_layers=6, intermediate_size=1536)
   assert model_info.describe(config)['params_by_module']['bert'] == 22_713_216  # all-MiniLM-L6-v2
+
+
+def test_gpt2_small_parameter_count_and_tied_head_flops():
+  config = load_config('gpt_lm')
+  config.model = models.model_config('gpt')  # GPT-2 small (124M).
+  config.data.update(max_len=1024, buckets=(1024,))
+  info = model_info.describe(config)
+  assert info['params'] == 124_439_808  # transformers GPT2LMHeadModel, tied head
+  non_embedding = info['params'] - info['embedding_params']
+  # 6 FLOPs per weight of every multiply, the tied output layer included, plus attention.
+  kernels = non_embedding - 12 * (4 * 768 + 3072 + 768 + 2 * 2 * 768) - 2 * 768
+  assert info['train_flops_per_token'] == 6 * (kernels + 50257 * 768) + 12 * 12 * 1024 * 768
 
 
 def test_flops_and_memory_arithmetic():
