@@ -8,13 +8,20 @@ documents, and the model is scored by per-token loss and perplexity on held-out 
   python -m llmjax.main --config=configs/gpt_lm.py --workdir=runs/gpt
   python -m llmjax.main --config=configs/gpt_lm.py:steps=500,layers=2 --workdir=...
   python -m llmjax.main --config=configs/gpt_lm.py:tiny --workdir=...   # seconds
+  python -m llmjax.model_info --config=configs/gpt_lm.py:gpt2_small     # the paper's size
+
+`gpt2_small` is GPT-2 small at its real size (Radford et al. 2019: 124M parameters, 1024-token
+context, GPT-2's BPE vocabulary of 50,257) with the optimisation of GPT-3 Small (Brown et al. 2020,
+Table 2.1: batch 0.5M tokens, lr 6e-4, 375M warmup tokens, cosine decay (to 10% there, to 0 here),
+weight decay 0.1, 300B tokens). Reported: GPT-2 small reaches zero-shot perplexity 37.50 on WikiText-103 and 35.13 on
+LAMBADA. It needs an accelerator mesh and a real corpus (`--config.data.name=c4` or `wikipedia/...`).
 """
 
 from llmjax import config_lib, models
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, tiny=False, steps=1000, layers=4, width=256, max_len=128,
+  arg = config_lib.parse_arg(arg, tiny=False, gpt2_small=False, steps=1000, layers=4, width=256, max_len=128,
                              vocab=8000, batch=16, lr=1e-3)
   c = config_lib.base_config()
   c.task.name = 'causal_lm'
@@ -41,6 +48,21 @@ def get_config(arg=None):
   c.eval.mode = 'min'
   c.checkpoint.every_steps = 250
   c.log_every_steps = 50
+
+  if arg.gpt2_small:
+    c.model = models.model_config('gpt')  # GPT-2 small: 12 layers, width 768, 12 heads, 124M.
+    c.tokenizer.update(kind='gpt2_bpe', vocab='asset:gpt2-bpe/encoder.json',
+                       merges='asset:gpt2-bpe/vocab.bpe')
+    c.data.max_len = 1024
+    c.data.buckets = (1024,)
+    c.batch_size = 512  # x 1024 tokens = 0.5M tokens per step.
+    c.eval_batch_size = 512
+    c.num_train_steps = 572_000  # 300B tokens.
+    c.optim.update(lr=6e-4, b2=0.95, warmup_frac=375 / 300_000, schedule='cosine',
+                   weight_decay=0.1, clip_norm=1.0)
+    c.eval.every_steps = 5000
+    c.checkpoint.every_steps = 5000
+    c.log_every_steps = 100
 
   if arg.tiny:
     c.model.update(vocab_size=256, max_position_embeddings=32, hidden_size=32, num_layers=2,

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from conftest import REPO, load_config
-from llmjax import config_lib, model_info, models
+from llmjax import config_lib, model_info
 
 
 def test_bert_base_and_minilm_parameter_counts():
@@ -17,10 +17,7 @@ def test_bert_base_and_minilm_parameter_counts():
 
 
 def test_gpt2_small_parameter_count_and_tied_head_flops():
-  config = load_config('gpt_lm')
-  config.model = models.model_config('gpt')  # GPT-2 small (124M).
-  config.data.update(max_len=1024, buckets=(1024,))
-  info = model_info.describe(config)
+  info = model_info.describe(load_config('gpt_lm', 'gpt2_small'))
   assert info['params'] == 124_439_808  # transformers GPT2LMHeadModel, tied head
   non_embedding = info['params'] - info['embedding_params']
   # 6 FLOPs per weight of every multiply, the tied output layer included, plus attention.

@@ -1,0 +1,65 @@
+"""Pretrain a small BERT encoder by masked language modelling on the Wikipedia articles shipped in the
+gensim package (98 train / 8 held-out articles, 450k words).
+
+Articles are tokenized with the uncased BERT WordPiece vocabulary (30,522 tokens), cut into pieces of
+at most `max_len` - 2 tokens, each wrapped as `[CLS] piece [SEP]`, and packed into rows of `max_len`
+with segment ids so no token attends across pieces. 15% of the tokens are chosen for prediction (80%
+become [MASK], 10% a random token, 10% stay), with masks seeded by (seed, step). The model is scored
+by the loss per masked token (and its perplexity and accuracy) on held-out articles.
+
+BERT-base (Devlin et al., 2019) for reference: 12 layers, hidden 768, 12 heads, FFN 3072 (110M
+parameters), GELU, dropout 0.1; BooksCorpus + English Wikipedia (3.3B words); batch 256 sequences,
+1M steps (90% at length 128, then 10% at 512), Adam lr 1e-4 (beta1 0.9, beta2 0.999), weight decay
+0.01, 10k warmup steps then linear decay; it also trained next-sentence prediction, which this omits
+(as RoBERTa found it does not help).
+
+  python -m llmjax.main --config=configs/bert_mlm.py --workdir=runs/bert_mlm
+  python -m llmjax.main --config=configs/bert_mlm.py:steps=500,layers=2 --workdir=...
+  python -m llmjax.main --config=configs/bert_mlm.py:tiny --workdir=...   # seconds
+"""
+
+from llmjax import config_lib, models
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, tiny=False, steps=1000, layers=4, width=256, max_len=128,
+                             batch=32, lr=5e-4)
+  c = config_lib.base_config()
+  c.task.name = 'mlm'
+  c.model = models.model_config(
+      'bert_mlm', max_position_embeddings=512, hidden_size=arg.width, num_layers=arg.layers,
+      num_heads=arg.width // 64, intermediate_size=4 * arg.width)
+  c.data.name = 'enwiki_sample'
+  # The 8 held-out articles: half score checkpoints, half are the final test.
+  c.data.splits = dict(train='train', validation='validation[:50%]', test='validation[50%:]')
+  c.data.max_len = arg.max_len
+  c.data.buckets = (arg.max_len,)
+  c.tokenizer.kind = 'wordpiece'
+  c.tokenizer.vocab = 'asset:all-MiniLM-L6-v2/vocab.txt'  # uncased BERT's vocabulary
+  c.tokenizer.lowercase = True
+  c.num_train_steps = arg.steps
+  c.batch_size = arg.batch
+  c.eval_batch_size = 32
+  c.optim.lr = arg.lr
+  c.optim.schedule = 'linear'
+  c.optim.warmup_frac = 0.05
+  c.optim.weight_decay = 0.01
+  c.eval.every_steps = 250
+  c.eval.metric = 'loss'
+  c.eval.mode = 'min'
+  c.checkpoint.every_steps = 250
+  c.log_every_steps = 50
+
+  if arg.tiny:
+    # The full vocabulary stays, so tiny runs read the real vocab.txt as well as the tests' fake one.
+    c.model.update(max_position_embeddings=32, hidden_size=32, num_layers=2, num_heads=4,
+                   intermediate_size=64)
+    c.data.max_len = 32
+    c.data.buckets = (32,)
+    c.num_train_steps = 6
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    c.eval.every_steps = 3
+    c.checkpoint.every_steps = 3
+    c.log_every_steps = 2
+  return c
