@@ -156,8 +156,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     if not ok:
       raise UserError(f'config.{key}={get(key)!r} {fix}')
 
-  need(config.task.name in ('classification', 'causal_lm'), 'task.name',
-       'is not a known task: use classification or causal_lm')
+  need(config.task.name in ('classification', 'causal_lm', 'mlm'), 'task.name',
+       'is not a known task: use classification, causal_lm or mlm')
   need(config.optim.name in ('adamw',), 'optim.name', 'is not a known optimizer: use adamw')
   need(config.optim.lr > 0, 'optim.lr', 'must be > 0: pass e.g. --config.optim.lr=3e-5')
   need(config.optim.weight_decay >= 0, 'optim.weight_decay', 'must be >= 0')
@@ -183,8 +183,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   need(config.eval.mode in ('max', 'min'), 'eval.mode', 'must be max or min')
   metrics = ('accuracy', 'precision', 'recall', 'f1', 'loss', 'perplexity')
   need(config.eval.metric in metrics, 'eval.metric', f'must be one of {", ".join(metrics)}')
-  need(config.task.name != 'causal_lm' or config.num_train_steps > 0, 'num_train_steps',
-       'must be > 0 for causal_lm: packed text has no fixed epoch length')
+  need(config.task.name == 'classification' or config.num_train_steps > 0, 'num_train_steps',
+       f'must be > 0 for {config.task.name}: packed text has no fixed epoch length')
   need(config.tokenizer.kind in ('wordpiece', 'gpt2_bpe', 'sentencepiece'), 'tokenizer.kind',
        'must be wordpiece, gpt2_bpe or sentencepiece')
   need(config.eval.patience >= 0, 'eval.patience', 'must be >= 0 (0 = no early stopping)')
