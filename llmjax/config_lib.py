@@ -46,7 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = models.model_config('bert_classifier')
 
   c.task = ml_collections.ConfigDict()
-  c.task.name = 'classification'
+  c.task.name = 'classification'  # classification | causal_lm | mlm
+  c.task.mask_rate = 0.15  # mlm: the fraction of tokens to predict (Devlin et al. 2019).
+  c.task.whole_word_masking = False  # mlm: mask every piece of a chosen word.
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'movie_reviews'   # llmjax's own builder, or any tfds name (e.g. 'glue/sst2').

@@ -304,12 +304,14 @@ def test_list_command(tmp_path, fake_cache_dir):
   assert [line.split()[0] for line in lines] == ['all-MiniLM-L6-v2', 'movie-reviews', 'gpt2-bpe',
                                                  'enwiki-sample']
   assert all('[not fetched]' in line for line in lines)
-  # Against a cache that holds the first two, those two read as fetched.
+  # Against the fake cache, the assets it holds read as fetched and the others do not.
   env['LLMJAX_CACHE'] = str(fake_cache_dir)
   proc = subprocess.run([sys.executable, '-m', 'llmjax.assets', 'list'], capture_output=True,
                         text=True, env=env, cwd=REPO, check=False, timeout=60)
   assert proc.returncode == 0, proc.stderr
-  assert proc.stdout.count('[fetched]') == 2
+  state = {line.split()[0]: '[fetched]' in line for line in proc.stdout.splitlines()}
+  assert state == {'all-MiniLM-L6-v2': True, 'movie-reviews': True, 'gpt2-bpe': False,
+                   'enwiki-sample': True}
 
 
 def test_cli_usage_and_errors(tmp_path):

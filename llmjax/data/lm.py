@@ -10,6 +10,13 @@ attends across documents.
 Batches are dicts of numpy arrays for one process, all [b, seq_len]:
   inputs, targets, segment_ids, positions: int32;  weights: float32 (1 where a target counts)
 
+Masked-LM batches (`build_masked`, for BERT pre-training) come from the same machinery with another
+`ExampleFormat`: WordPiece ids cut into pieces of at most seq_len - 2 tokens, each wrapped as
+`[CLS] piece [SEP]` and packed the same way; then every batch is masked (`llmjax.tasks.masking`) with
+a generator seeded from (seed, step), so a resumed run masks exactly as an uninterrupted one:
+  input_ids (masked), labels, token_type_ids (0), segment_ids, positions: int32;
+  weights: float32 (1 at the positions to predict)
+
 Training: each process reads its own shard of the documents (every process_count-th, from its
 index), shuffled per epoch by (seed, epoch), endlessly; it packs its own rows. Evaluation: every
 process packs the whole split in stored order, identically, and keeps its rows of each global batch,
@@ -17,6 +24,7 @@ so all processes run the same number of evaluation steps; the last batch is fill
 """
 
 from collections.abc import Callable, Iterator, Sequence
+import dataclasses
 import itertools
 
 import grain
@@ -28,6 +36,7 @@ from llmjax.data import spm_train
 from llmjax.data import text as text_lib
 from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
+from llmjax.tasks import masking
 
 _PREFETCH_BATCHES = 4
 
@@ -42,27 +51,56 @@ def split_document(ids: np.ndarray, seq_len: int) -> list[dict[str, np.ndarray]]
   return pieces
 
 
-class _SplitDocuments(grain.experimental.FlatMapTransform):
-  """Grain's flat-map form of `split_document`."""
+def split_masked_lm_document(ids: np.ndarray, seq_len: int, *, cls_id: int,
+                             sep_id: int) -> list[dict[str, np.ndarray]]:
+  """Masked-LM examples `[CLS] piece [SEP]` of at most seq_len tokens from one document's ids
+  (without special tokens); consecutive pieces do not overlap, and an empty document gives none."""
+  ids = np.asarray(ids, np.int32)
+  step = seq_len - 2
+  return [{'input_ids': np.concatenate([[cls_id], ids[start:start + step], [sep_id]]).astype(np.int32)}
+          for start in range(0, len(ids), step)]
 
-  def __init__(self, seq_len: int):
+
+@dataclasses.dataclass(frozen=True)
+class ExampleFormat:
+  """How documents become rows: what `LMData` varies between causal and masked language modelling.
+
+  split: (document ids, seq_len) -> examples, dicts of 1-D arrays of equal length <= seq_len.
+  to_row: one packed row (grain's features plus `<feature>_segment_ids` / `_positions`) -> a batch row.
+  empty_row: seq_len -> the row that fills an evaluation batch (weights all 0).
+  finish: optional (batch, numpy Generator) -> batch, applied to every batch with a generator
+    seeded from (seed, step) in training and (seed, batch index) in evaluation.
+  """
+  split: Callable[[np.ndarray, int], list[dict[str, np.ndarray]]]
+  to_row: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+  empty_row: Callable[[int], dict[str, np.ndarray]]
+  finish: Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]] | None = None
+
+
+class _SplitDocuments(grain.experimental.FlatMapTransform):
+  """Grain's flat-map form of an `ExampleFormat.split`."""
+
+  def __init__(self, split, seq_len: int):
+    self.split = split
     self.seq_len = seq_len
-    # A document of n tokens gives ceil((n - 1) / seq_len) pieces; grain needs an upper bound.
+    # A document of n tokens gives about n / seq_len pieces; grain needs an upper bound.
     self.max_fan_out = 1 << 20
 
   def flat_map(self, ids):
-    return split_document(ids, self.seq_len)
+    return self.split(ids, self.seq_len)
 
 
 class LMData:
-  """Packed next-token batches of a text corpus for one process."""
+  """Packed batches of a text corpus for one process: next-token pairs by default, or what
+  `example_format` makes of each document (e.g. masked-LM pieces)."""
 
   # Packed text has no fixed number of batches per epoch: runs are sized in steps.
   steps_per_epoch = None
 
   def __init__(self, splits: dict[str, Sequence[str]], encode: Callable[[str], Sequence[int]], *,
                seq_len: int, batch_size: int, eval_batch_size: int, seed: int,
-               vocab_size: int | None = None, process_index: int = 0, process_count: int = 1):
+               vocab_size: int | None = None, process_index: int = 0, process_count: int = 1,
+               example_format: ExampleFormat | None = None):
     for name, size in (('batch_size', batch_size), ('eval_batch_size', eval_batch_size)):
       if size % process_count:
         raise UserError(f'config.{name}={size} is not divisible by the {process_count} processes: '
@@ -78,15 +116,18 @@ class LMData:
     self._process_index = process_index
     self._process_count = process_count
     self.num_documents = {name: len(docs) for name, docs in splits.items()}
+    self._format = example_format or NEXT_TOKEN
 
   def _packed(self, ds: grain.MapDataset, rows: int, seed: int, shuffle_bins: bool):
     ds = ds.map(lambda text: np.asarray(self._encode(text), np.int32)).to_iter_dataset()
-    ds = grain.experimental.FlatMapIterDataset(ds, _SplitDocuments(self._seq_len))
-    lengths = {'inputs': self._seq_len, 'targets': self._seq_len}
+    ds = grain.experimental.FlatMapIterDataset(ds, _SplitDocuments(self._format.split, self._seq_len))
+    # Packing needs the feature names before the first example: take them from a dummy document.
+    names = self._format.split(np.zeros(self._seq_len, np.int32), self._seq_len)[0]
+    lengths = {name: self._seq_len for name in names}
     # One bin per row: first-fit packs the next `rows` rows from the documents as they come.
     ds = grain.experimental.FirstFitPackIterDataset(
         ds, length_struct=lengths, num_packing_bins=rows, seed=seed, shuffle_bins=shuffle_bins)
-    return ds.map(_to_batch_row)
+    return ds.map(self._format.to_row)
 
   def train_iter(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """This process's endless train batches, from global step `start_step`.
@@ -102,6 +143,12 @@ class LMData:
                       'processes')
     docs = docs.shuffle(seed=self._seed).repeat()
     ds = self._packed(docs, self._rows, self._seed, shuffle_bins=True).batch(self._rows)
+    if self._format.finish is not None:
+      # The index of a batch in this iterator is its global step (resuming replays from step 0),
+      # so the generator of a step is the same in a resumed run.
+      finish, seed, process = self._format.finish, self._seed, self._process_index
+      ds = ds.map_with_index(
+          lambda step, batch: finish(batch, np.random.default_rng((seed, 0, step, process))))
     it = iter(grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=_PREFETCH_BATCHES))
     for _ in range(start_step):
       next(it)
@@ -115,12 +162,16 @@ class LMData:
     docs = grain.MapDataset.source(self._splits[split])
     rows = iter(self._packed(docs, self._eval_batch_size, 0, shuffle_bins=False))
     lo = self._process_index * self._eval_rows
-    while True:
+    for index in itertools.count():
       batch = list(itertools.islice(rows, self._eval_batch_size))
       if not batch:
         return
-      batch += [_empty_row(self._seq_len)] * (self._eval_batch_size - len(batch))
-      yield _stack(batch[lo:lo + self._eval_rows])
+      batch += [self._format.empty_row(self._seq_len)] * (self._eval_batch_size - len(batch))
+      batch = _stack(batch)
+      if self._format.finish is not None:
+        # The whole global batch, so every process count sees the same masks.
+        batch = self._format.finish(batch, np.random.default_rng((self._seed, 1, index)))
+      yield {k: v[lo:lo + self._eval_rows] for k, v in batch.items()}
 
 
 def encoder(config: ml_collections.ConfigDict) -> tuple[Callable[[str], list[int]], int]:
@@ -168,6 +219,83 @@ def _empty_row(seq_len: int) -> dict[str, np.ndarray]:
   zeros = np.zeros(seq_len, np.int32)
   return {'inputs': zeros, 'targets': zeros, 'segment_ids': zeros, 'positions': zeros,
           'weights': np.zeros(seq_len, np.float32)}
+
+
+NEXT_TOKEN = ExampleFormat(split=split_document, to_row=_to_batch_row, empty_row=_empty_row)
+
+
+def masked_lm_format(*, cls_id: int, sep_id: int, mask_id: int, vocab_size: int,
+                     special_ids: tuple[int, ...], rate: float = 0.15,
+                     continuation: np.ndarray | None = None) -> ExampleFormat:
+  """`[CLS] piece [SEP]` rows, masked by `masking.mask_tokens` at `rate`.
+
+  continuation: [vocab_size] bool, True for word pieces that continue a word ('##s'); given, whole
+  words are masked together.
+  """
+
+  def to_row(packed):
+    segment_ids = packed['input_ids_segment_ids'].astype(np.int32)
+    ids = packed['input_ids'].astype(np.int32)
+    return {'input_ids': ids, 'token_type_ids': np.zeros_like(ids), 'segment_ids': segment_ids,
+            'positions': packed['input_ids_positions'].astype(np.int32)}
+
+  def empty_row(seq_len):
+    zeros = np.zeros(seq_len, np.int32)
+    return {'input_ids': zeros, 'token_type_ids': zeros, 'segment_ids': zeros, 'positions': zeros}
+
+  def finish(batch, rng):
+    ids = batch['input_ids']
+    word_start = None if continuation is None else ~continuation[ids]
+    inputs, labels, weights = masking.mask_tokens(
+        ids, batch['segment_ids'] > 0, rng=rng, mask_id=mask_id, vocab_size=vocab_size,
+        special_ids=special_ids, rate=rate, word_start=word_start)
+    return {**batch, 'input_ids': inputs, 'labels': labels, 'weights': weights}
+
+  return ExampleFormat(
+      split=lambda ids, seq_len: split_masked_lm_document(ids, seq_len, cls_id=cls_id, sep_id=sep_id),
+      to_row=to_row, empty_row=empty_row, finish=finish)
+
+
+def build_masked(config: ml_collections.ConfigDict, *, process_index: int = 0,
+                 process_count: int = 1) -> LMData:
+  """Masked-LM batches of the configured text corpus, WordPiece-tokenized (`config.tokenizer`).
+
+  `config.task.mask_rate` (default 0.15) and `config.task.whole_word_masking` (default False) set
+  the masking.
+  """
+  tok_config = config.tokenizer
+  if tok_config.kind != 'wordpiece':
+    raise UserError(f'config.tokenizer.kind={tok_config.kind!r} cannot feed masked-LM pre-training: '
+                    'use wordpiece (BERT needs [CLS], [SEP] and [MASK])')
+  if config.data.max_len < 3:
+    raise UserError(f'config.data.max_len={config.data.max_len} cannot hold [CLS] token [SEP]: use '
+                    'max_len >= 3')
+  tok = tokenizers_lib.wordpiece(assets.resolve(tok_config.vocab),
+                                 lowercase=tok_config.get('lowercase', True), max_len=3)
+  # Whole documents, without [CLS]/[SEP]: `split_masked_lm_document` cuts and wraps them.
+  tok.no_truncation()
+  vocab = tok.get_vocab()
+  if tokenizers_lib.MASK not in vocab:
+    raise UserError(f'vocabulary {tok_config.vocab} has no {tokenizers_lib.MASK} token: use a BERT '
+                    'vocab.txt that contains it')
+  vocab_size = tok.get_vocab_size()
+  continuation = None
+  if config.task.get('whole_word_masking', False):
+    continuation = np.zeros(vocab_size, bool)
+    for token, i in vocab.items():
+      continuation[i] = token.startswith('##')
+  special_ids = tuple(sorted(vocab[t] for t in (tokenizers_lib.PAD, tokenizers_lib.UNK,
+                                                tokenizers_lib.CLS, tokenizers_lib.SEP,
+                                                tokenizers_lib.MASK)))
+  fmt = masked_lm_format(cls_id=vocab[tokenizers_lib.CLS], sep_id=vocab[tokenizers_lib.SEP],
+                         mask_id=vocab[tokenizers_lib.MASK], vocab_size=vocab_size,
+                         special_ids=special_ids, rate=config.task.get('mask_rate', 0.15),
+                         continuation=continuation)
+  return LMData(text_lib.open_text(config.data),
+                lambda text: tok.encode(text, add_special_tokens=False).ids,
+                seq_len=config.data.max_len, batch_size=config.batch_size,
+                eval_batch_size=config.eval_batch_size, seed=config.seed, vocab_size=vocab_size,
+                process_index=process_index, process_count=process_count, example_format=fmt)
 
 
 def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

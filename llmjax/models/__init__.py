@@ -7,7 +7,7 @@ family's architecture dataclass. `model_config(name)` gives those defaults.
 
 import dataclasses
 from collections.abc import Callable
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import flax.linen as nn
 import ml_collections
@@ -22,13 +22,17 @@ from llmjax.models import bert, gpt, hf_bert, hf_gpt2
 class Family:
   config_cls: type            # The architecture dataclass.
   build: Callable[..., nn.Module]  # (architecture, num_labels) -> module
-  hf: ModuleType              # load_config / import_params / export in the Hugging Face format
+  # load_config / import_params / export in the Hugging Face format
+  hf: ModuleType | SimpleNamespace
 
 
 FAMILIES = {
     'bert_classifier': Family(bert.BertConfig,
                               lambda arch, num_labels: bert.BertForSequenceClassification(
                                   arch, num_labels), hf_bert),
+    # Masked-LM pre-training of the same encoder; exports a Hugging Face `BertForMaskedLM`.
+    'bert_mlm': Family(bert.BertConfig, lambda arch, num_labels: bert.BertForMaskedLM(arch),
+                       hf_bert.MASKED_LM),
     'gpt': Family(gpt.GPTConfig, lambda arch, num_labels: gpt.GPT(arch), hf_gpt2),
 }
 

@@ -8,6 +8,13 @@ A post-LayerNorm Transformer encoder:
     x = LN(x + Dropout(Mlp(x)))              # Mlp: dense -> exact GELU -> dense
   pooled = tanh(Dense(x[:, 0]))              # the [CLS] token
 
+Packed rows (several pieces of text in one row, as masked-LM pre-training reads them) pass
+`segment_ids`: attention then stays within a segment and position ids restart at 0 in each.
+
+`BertForMaskedLM` (HF `BertForMaskedLM`, which has no pooler) predicts tokens from every position:
+
+  logits = LN(GELU(Dense(x))) @ word_emb^T + bias     # decoder tied to the input embeddings
+
 Parameter tree of `BertForSequenceClassification` (`hf_bert` maps it to and from HF tensor names):
 
   bert/embeddings/{word_embeddings, position_embeddings, token_type_embeddings}/embedding
@@ -18,6 +25,12 @@ Parameter tree of `BertForSequenceClassification` (`hf_bert` maps it to and from
   bert/layer_{i}/mlp_ln/{scale, bias}
   bert/pooler/{kernel, bias}
   classifier/{kernel, bias}
+
+and of `BertForMaskedLM`: the same `bert/...` without `bert/pooler`, plus
+
+  predictions/transform/{kernel, bias}
+  predictions/transform_ln/{scale, bias}
+  predictions/bias                           # [vocab]; the decoder weight is bert/.../word_embeddings
 """
 
 import dataclasses
@@ -72,9 +85,9 @@ class BertEmbeddings(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, *,
-               deterministic: bool) -> jax.Array:
-    """input_ids, token_type_ids [B, L] int -> [B, L, H]."""
+  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array,
+               positions: jax.Array | None = None, *, deterministic: bool) -> jax.Array:
+    """input_ids, token_type_ids [B, L] int, positions [B, L] int (default 0..L-1) -> [B, L, H]."""
     cfg = self.config
     length = input_ids.shape[1]
     if length > cfg.max_position_embeddings:
@@ -84,8 +97,10 @@ class BertEmbeddings(nn.Module):
     kw = dict(embedding_init=_init(cfg), **_dtypes(cfg))
     h = cfg.hidden_size
     x = layers.embed(cfg.vocab_size, h, ('vocab', 'embed'), name='word_embeddings', **kw)(input_ids)
+    if positions is None:
+      positions = jnp.arange(length)[None, :]
     x += layers.embed(cfg.max_position_embeddings, h, (None, 'embed'), name='position_embeddings',
-                      **kw)(jnp.arange(length)[None, :])
+                      **kw)(positions)
     x += layers.embed(cfg.type_vocab_size, h, (None, 'embed'), name='token_type_embeddings',
                       **kw)(token_type_ids)
     x = layers.layer_norm(epsilon=cfg.layer_norm_eps, name='ln', **_dtypes(cfg))(x)
@@ -117,30 +132,48 @@ class BertLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-  """BERT: embeddings, `num_layers` encoder layers and the [CLS] pooler (HF `BertModel`)."""
+  """BERT: embeddings, `num_layers` encoder layers and the [CLS] pooler (HF `BertModel`).
+
+  with_pooler=False leaves the pooler out, as HF `BertForMaskedLM` does.
+  """
   config: BertConfig
+  with_pooler: bool = True
 
   @nn.compact
   def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, attention_mask: jax.Array, *,
-               deterministic: bool) -> tuple[jax.Array, jax.Array]:
+               segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
+               deterministic: bool) -> tuple[jax.Array, jax.Array | None]:
     """Encodes a batch.
 
     Args:
       input_ids: [B, L] int token ids.
       token_type_ids: [B, L] int segment ids (0 for the first sentence, 1 for the second).
       attention_mask: [B, L] int or bool, 1 = real token, 0 = padding.
+      segment_ids: [B, L] int, packed rows: a token attends only to keys of its own segment (padding
+        is segment 0), replacing `attention_mask`.
+      positions: [B, L] int position ids; default 0..L-1, or restarting in each segment when
+        `segment_ids` is given.
       deterministic: True disables dropout; False needs a 'dropout' rng.
 
     Returns:
-      sequence_output [B, L, H] (the last layer's hidden states) and pooled_output [B, H].
+      sequence_output [B, L, H] (the last layer's hidden states) and pooled_output [B, H] (None
+      without the pooler).
     """
     cfg = self.config
-    x = BertEmbeddings(cfg, name='embeddings')(input_ids, token_type_ids, deterministic=deterministic)
-    # Only keys are masked, as in HF: padded positions still attend to the real tokens, so their
-    # (unused) outputs match HF too.
-    mask = layers.make_attention_mask(jnp.ones_like(attention_mask), attention_mask)  # [B, 1, L, L]
+    if segment_ids is not None:
+      if positions is None:
+        positions = layers.positions_from_segment_ids(segment_ids)
+      mask = layers.make_attention_mask(query_segment_ids=segment_ids, key_segment_ids=segment_ids)
+    else:
+      # Only keys are masked, as in HF: padded positions still attend to the real tokens, so their
+      # (unused) outputs match HF too.
+      mask = layers.make_attention_mask(jnp.ones_like(attention_mask), attention_mask)  # [B,1,L,L]
+    x = BertEmbeddings(cfg, name='embeddings')(input_ids, token_type_ids, positions,
+                                               deterministic=deterministic)
     for i in range(cfg.num_layers):
       x = BertLayer(cfg, name=f'layer_{i}')(x, mask, deterministic=deterministic)
+    if not self.with_pooler:
+      return x, None
     # The pooler reads the [CLS] token's final state; pre-training fits it to next-sentence prediction.
     pooled = layers.dense(cfg.hidden_size, ('embed', 'mlp'), kernel_init=_init(cfg), name='pooler',
                           **_dtypes(cfg))(x[:, 0])
@@ -163,5 +196,44 @@ class BertForSequenceClassification(nn.Module):
     # Classes are not a sharded axis: the kernel's output dim has no logical name.
     logits = layers.dense(self.num_labels, ('embed', None), kernel_init=_init(cfg), name='classifier',
                           **_dtypes(cfg))(pooled)
+    # float32 so the loss and metrics never run in bfloat16.
+    return logits.astype(jnp.float32)
+
+
+class BertMLMHead(nn.Module):
+  """The masked-LM prediction head (HF `BertLMPredictionHead`): transform, then tied decoder."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, word_embeddings: jax.Array) -> jax.Array:
+    """x [B, L, H], word_embeddings [vocab, H] -> logits [B, L, vocab] in the compute dtype."""
+    cfg = self.config
+    kw = _dtypes(cfg)
+    x = layers.dense(cfg.hidden_size, ('embed', 'mlp'), kernel_init=_init(cfg), name='transform',
+                     **kw)(x)
+    x = layers.layer_norm(epsilon=cfg.layer_norm_eps, name='transform_ln', **kw)(layers.gelu(x))
+    # Tying the decoder to the input embeddings (Press & Wolf, 2017) as BERT does; only a bias is new.
+    bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros_init(), ('vocab',)),
+                      (cfg.vocab_size,), kw['param_dtype'])
+    logits = jnp.dot(x, word_embeddings.astype(kw['dtype']).T) + bias.astype(kw['dtype'])
+    return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+
+
+class BertForMaskedLM(nn.Module):
+  """BERT with the masked-LM head of pre-training (HF `BertForMaskedLM`, which has no pooler): a
+  token distribution at every position, decoded with the input word embeddings."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, attention_mask: jax.Array, *,
+               segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
+               deterministic: bool) -> jax.Array:
+    """Same inputs as `BertEncoder` -> float32 logits [B, L, vocab_size]."""
+    encoder = BertEncoder(self.config, with_pooler=False, name='bert')
+    x, _ = encoder(input_ids, token_type_ids, attention_mask, segment_ids=segment_ids,
+                   positions=positions, deterministic=deterministic)
+    # The encoder has run, so its (possibly still boxed, during init) embedding table exists.
+    embedding = nn.unbox(encoder.variables['params']['embeddings']['word_embeddings']['embedding'])
+    logits = BertMLMHead(self.config, name='predictions')(x, embedding)
     # float32 so the loss and metrics never run in bfloat16.
     return logits.astype(jnp.float32)

@@ -9,6 +9,12 @@ One table, `_tensors`, lists every HF tensor with its place in our parameter tre
 
   attention.self.{query,key,value}.weight [heads*kv, H] -> attention/{q,k,v}/kernel [H, heads, kv]
   attention.output.dense.weight           [H, heads*kv] -> attention/out/kernel     [heads, kv, H]
+
+Two heads: the classifier of `BertForSequenceClassification` (with the pooler), and the masked-LM
+head of `BertForMaskedLM` (`masked_lm=True`; no pooler). The masked-LM decoder weight is tied to the
+word embeddings, so files do not store it (or store a copy, which is skipped); BERT's next-sentence
+head (`cls.seq_relationship`) is skipped too. `MASKED_LM` is the masked-LM variant of this module's
+load_config / import_params / export, for the model registry.
 """
 
 import dataclasses
@@ -17,6 +23,7 @@ import math
 import os
 import pathlib
 import re
+import types
 
 from absl import logging
 import numpy as np
@@ -68,8 +75,9 @@ class _Tensor:
     return x.reshape(self.hf_shape)
 
 
-def _tensors(config: BertConfig, num_labels: int | None) -> list[_Tensor]:
-  """Every tensor of HF `BertForSequenceClassification` (the classifier only if num_labels is set)."""
+def _tensors(config: BertConfig, num_labels: int | None, masked_lm: bool = False) -> list[_Tensor]:
+  """Every tensor of HF `BertForSequenceClassification` (the classifier only if num_labels is set),
+  or with masked_lm of HF `BertForMaskedLM`."""
   h, heads, kv = config.hidden_size, config.num_heads, config.head_dim
   table = []
 
@@ -104,6 +112,11 @@ def _tensors(config: BertConfig, num_labels: int | None) -> list[_Tensor]:
     linear(f'{hf}.intermediate.dense', ours + ('mlp', 'wi'), (h,), (config.intermediate_size,))
     linear(f'{hf}.output.dense', ours + ('mlp', 'wo'), (config.intermediate_size,), (h,))
     layer_norm(f'{hf}.output.LayerNorm', ours + ('mlp_ln',))
+  if masked_lm:
+    linear('cls.predictions.transform.dense', ('predictions', 'transform'), (h,), (h,))
+    layer_norm('cls.predictions.transform.LayerNorm', ('predictions', 'transform_ln'))
+    plain('cls.predictions.bias', ('predictions', 'bias'), (config.vocab_size,))
+    return table
   linear('bert.pooler.dense', ('bert', 'pooler'), (h,), (h,))
   if num_labels is not None:
     linear('classifier', ('classifier',), (h,), (num_labels,))
@@ -122,10 +135,16 @@ def _canonical_name(name: str) -> str:
   return re.sub(r'\.LayerNorm\.beta$', '.LayerNorm.bias', name)
 
 
-def _is_ignored(name: str) -> bool:
-  """Tensors in HF BERT files that are not part of the encoder or classifier."""
-  return (name.startswith('cls.')  # masked-LM and next-sentence-prediction heads from pre-training
-          or name in ('bert.embeddings.position_ids', 'bert.embeddings.token_type_ids'))  # buffers
+def _is_ignored(name: str, masked_lm: bool = False) -> bool:
+  """Tensors in HF BERT files that are not part of the model being imported."""
+  if name in ('bert.embeddings.position_ids', 'bert.embeddings.token_type_ids'):  # buffers
+    return True
+  if masked_lm:
+    # Next-sentence prediction and its pooler, a fine-tuned classifier, and the decoder (a copy of
+    # the word embeddings, and of cls.predictions.bias, where a file stores it).
+    return name.startswith(('cls.seq_relationship.', 'bert.pooler.', 'classifier.',
+                            'cls.predictions.decoder.'))
+  return name.startswith('cls.')  # masked-LM and next-sentence-prediction heads from pre-training
 
 
 def _check_dir(hf_dir: str | os.PathLike) -> pathlib.Path:
@@ -188,7 +207,7 @@ def _weights_file(hf_dir: pathlib.Path) -> pathlib.Path:
 
 
 def import_params(hf_dir: str | os.PathLike, config: BertConfig,
-                  num_labels: int | None = None) -> dict:
+                  num_labels: int | None = None, *, masked_lm: bool = False) -> dict:
   """Reads `hf_dir`/model.safetensors into the param layout of `BertForSequenceClassification`.
 
   Args:
@@ -197,14 +216,18 @@ def import_params(hf_dir: str | os.PathLike, config: BertConfig,
     config: must match the checkpoint's architecture (see `load_config`).
     num_labels: import the file's classifier, which must have this many labels; None skips it
       (e.g. to train a fresh head).
+    masked_lm: import into the layout of `BertForMaskedLM` instead (no pooler; the file's masked-LM
+      head where it has one); num_labels must then be None.
 
   Returns:
-    {'bert': {...}, 'classifier': {...}} of numpy arrays in `config.param_dtype`, holding only the
-    tensors present in the file (a `BertModel` file has no classifier): merge it into freshly
-    initialised params.
+    {'bert': {...}, 'classifier': {...}} (masked_lm: {'bert': {...}, 'predictions': {...}}) of numpy
+    arrays in `config.param_dtype`, holding only the tensors present in the file (a `BertModel` file
+    has no head): merge it into freshly initialised params.
   """
+  if masked_lm and num_labels is not None:
+    raise ValueError('a masked-LM import has no classifier: pass num_labels=None')
   path = _weights_file(_check_dir(hf_dir))
-  table = {t.hf_name: t for t in _tensors(config, num_labels)}
+  table = {t.hf_name: t for t in _tensors(config, num_labels, masked_lm)}
   param_dtype = layers.dtype(config.param_dtype)
   params, unknown = {}, []
   try:
@@ -212,7 +235,7 @@ def import_params(hf_dir: str | os.PathLike, config: BertConfig,
       for file_name in f.keys():
         name = _canonical_name(file_name)
         if name not in table:
-          if _is_ignored(name) or (num_labels is None and name.startswith('classifier.')):
+          if _is_ignored(name, masked_lm) or (num_labels is None and name.startswith('classifier.')):
             logging.warning('%s: ignoring tensor %s', path, file_name)
           else:
             unknown.append(file_name)
@@ -234,9 +257,48 @@ def import_params(hf_dir: str | os.PathLike, config: BertConfig,
                     f'{unknown[0]}: make the config match the checkpoint\'s {CONFIG}')
   missing = [name for name in table if not name.startswith('classifier.')]
   if missing:
-    logging.warning('%s lacks %d encoder tensors (e.g. %s); they keep their initial values',
+    logging.warning('%s lacks %d encoder or masked-LM head tensors (e.g. %s); they keep their '
+                    'initial values',
                     path, len(missing), missing[0])
   return params
+
+
+def _hf_tensors(params, table: list[_Tensor], model_name: str) -> dict[str, np.ndarray]:
+  """Our params (optionally under 'params', boxed or not) -> {HF name: numpy array}, by `table`."""
+  params = nn.unbox(params)
+  if set(params) == {'params'}:
+    params = params['params']
+  tensors = {}
+  for t in table:
+    x = params
+    for key in t.path:
+      if key not in x:
+        raise ValueError(f'params lack {"/".join(t.path)}: pass {model_name} params')
+      x = x[key]
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape != t.shape:
+      raise ValueError(f'params {"/".join(t.path)} has shape {x.shape}, config implies {t.shape}')
+    tensors[t.hf_name] = np.ascontiguousarray(t.to_hf(x))
+  return tensors
+
+
+def _write(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], config: BertConfig,
+           architecture: str, **hf_fields) -> None:
+  """Writes config.json (architecture, sizes, training fields, `hf_fields`) and model.safetensors."""
+  hf_config = {
+      'architectures': [architecture],
+      'model_type': 'bert',
+      **{key: getattr(config, field) for field, key in {**_ARCH_KEYS, **_TRAIN_KEYS}.items()},
+      'hidden_act': 'gelu',
+      'position_embedding_type': 'absolute',
+      'pad_token_id': 0,
+      **hf_fields,
+  }
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  (out_dir / CONFIG).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + '\n')
+  # transformers refuses safetensors files whose metadata lacks a known 'format'.
+  safetensors.numpy.save_file(tensors, str(out_dir / WEIGHTS), metadata={'format': 'pt'})
 
 
 def export(params, config: BertConfig, out_dir: str | os.PathLike, num_labels: int,
@@ -251,41 +313,31 @@ def export(params, config: BertConfig, out_dir: str | os.PathLike, num_labels: i
     num_labels: size of the classifier.
     id2label: {id: label name}; default {i: 'LABEL_i'} as HF.
   """
-  params = nn.unbox(params)
-  if set(params) == {'params'}:
-    params = params['params']
   if id2label is None:
     id2label = {i: f'LABEL_{i}' for i in range(num_labels)}
   id2label = {int(i): str(name) for i, name in id2label.items()}  # JSON may have made the ids str
   if sorted(id2label) != list(range(num_labels)):
     raise UserError(f'id2label has ids {sorted(id2label)} but there are {num_labels} labels: '
                     f'give one name for each id 0..{num_labels - 1}')
+  tensors = _hf_tensors(params, _tensors(config, num_labels), 'BertForSequenceClassification')
+  _write(out_dir, tensors, config, 'BertForSequenceClassification',
+         classifier_dropout=None,
+         id2label={str(i): name for i, name in sorted(id2label.items())},
+         label2id={name: i for i, name in sorted(id2label.items())})
 
-  tensors = {}
-  for t in _tensors(config, num_labels):
-    x = params
-    for key in t.path:
-      if key not in x:
-        raise ValueError(f'params lack {"/".join(t.path)}: pass BertForSequenceClassification params')
-      x = x[key]
-    x = np.asarray(x, dtype=np.float32)
-    if x.shape != t.shape:
-      raise ValueError(f'params {"/".join(t.path)} has shape {x.shape}, config implies {t.shape}')
-    tensors[t.hf_name] = np.ascontiguousarray(t.to_hf(x))
 
-  hf_config = {
-      'architectures': ['BertForSequenceClassification'],
-      'model_type': 'bert',
-      **{key: getattr(config, field) for field, key in {**_ARCH_KEYS, **_TRAIN_KEYS}.items()},
-      'hidden_act': 'gelu',
-      'position_embedding_type': 'absolute',
-      'pad_token_id': 0,
-      'classifier_dropout': None,
-      'id2label': {str(i): name for i, name in sorted(id2label.items())},
-      'label2id': {name: i for i, name in sorted(id2label.items())},
-  }
-  out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  (out_dir / CONFIG).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + '\n')
-  # transformers refuses safetensors files whose metadata lacks a known 'format'.
-  safetensors.numpy.save_file(tensors, str(out_dir / WEIGHTS), metadata={'format': 'pt'})
+def import_masked_lm_params(hf_dir: str | os.PathLike, config: BertConfig) -> dict:
+  """`import_params` into the layout of `BertForMaskedLM`."""
+  return import_params(hf_dir, config, masked_lm=True)
+
+
+def export_masked_lm(params, config: BertConfig, out_dir: str | os.PathLike) -> None:
+  """Writes `BertForMaskedLM` params as a Hugging Face `BertForMaskedLM` directory (decoder tied to
+  the word embeddings, so it is not stored). Arguments as `export`."""
+  tensors = _hf_tensors(params, _tensors(config, None, masked_lm=True), 'BertForMaskedLM')
+  _write(out_dir, tensors, config, 'BertForMaskedLM', tie_word_embeddings=True)
+
+
+# The masked-LM variant of this module's interface, for `llmjax.models.FAMILIES`.
+MASKED_LM = types.SimpleNamespace(load_config=load_config, import_params=import_masked_lm_params,
+                                  export=export_masked_lm)
