@@ -180,8 +180,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     need(get(key) in ('float32', 'bfloat16', 'float16'), key, 'must be float32, bfloat16 or float16')
   for key in (f'model.{k}' for k in config.model if k.endswith('dropout')):
     need(0 <= get(key) < 1, key, 'must be in [0, 1)')
-  need(config.model.hidden_size % config.model.num_heads == 0, 'model.num_heads',
-       f'must divide model.hidden_size={config.model.hidden_size}')
+  # Architecture checks live in each family's config dataclass (its __post_init__); this one is
+  # repeated here because it is the most common mistake and costs nothing to catch early.
+  if 'hidden_size' in config.model:
+    need(config.model.hidden_size % config.model.num_heads == 0, 'model.num_heads',
+         f'must divide model.hidden_size={config.model.hidden_size}')
   need(config.eval.mode in ('max', 'min'), 'eval.mode', 'must be max or min')
   metrics = ('accuracy', 'precision', 'recall', 'f1', 'loss', 'perplexity')
   need(config.eval.metric in metrics, 'eval.metric', f'must be one of {", ".join(metrics)}')
@@ -195,8 +198,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
        'must be increasing lengths > 2')
   need(buckets[-1] == config.data.max_len, 'data.max_len',
        f'must equal the last bucket {buckets[-1]}: set data.buckets to end at data.max_len')
-  need(config.data.max_len <= config.model.max_position_embeddings, 'data.max_len',
-       f'exceeds model.max_position_embeddings={config.model.max_position_embeddings}')
+  learned_positions = config.model.get('position', 'learned') == 'learned'
+  if learned_positions and 'max_position_embeddings' in config.model:
+    need(config.data.max_len <= config.model.max_position_embeddings, 'data.max_len',
+         f'exceeds model.max_position_embeddings={config.model.max_position_embeddings}')
   need(1 <= len(config.data.text_keys) <= 2, 'data.text_keys', 'must name one or two text features')
   for split in ('train', 'validation', 'test'):
     need(split in config.data.splits, 'data.splits', f'lacks the {split!r} split')

@@ -8,6 +8,10 @@ left-padded GPT-2.
 
 The whole loop (prefill, then one cached step per token) is one jitted `jax.lax.while_loop`, which
 ends early once every row has produced `eos_id`. Tokens after a row's EOS are `pad_id`.
+
+Encoder-decoder models (`t5.T5`) decode with `seq2seq_generate`: the source is encoded once (right
+padding is fine: it is only ever attended to through `input_mask`), and the decoder starts from
+`decoder_start_id` (T5: the pad id 0) in cache slot 0.
 """
 
 import functools
@@ -253,3 +257,76 @@ def beam_search(model: nn.Module, params, prompt_ids: jax.Array, prompt_mask: ja
   state = jax.lax.while_loop(cond, body, state)
   finished, finished_scores = state[5], state[6]
   return finished[:, 0], finished_scores[:, 0]
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens', 'temperature', 'top_k',
+                                             'top_p', 'eos_id', 'pad_id', 'decoder_start_id'))
+def seq2seq_generate(model: nn.Module, params, input_ids: jax.Array, input_mask: jax.Array,
+                     rng: jax.Array | None = None, *, max_new_tokens: int, temperature: float = 0.0,
+                     top_k: int = 0, top_p: float = 1.0, eos_id: int | None = None,
+                     pad_id: int = 0, decoder_start_id: int = 0) -> jax.Array:
+  """Generates targets for encoder-decoder inputs (HF `generate` for `T5ForConditionalGeneration`).
+
+  Args:
+    model: a module with `encode(input_ids, input_mask, deterministic=)` and `decode(ids, encoded,
+      input_mask, deterministic=, decode=)`, called as model(input_ids, decoder_ids, input_mask=,
+      deterministic=, decode=) to init, e.g. `t5.T5`.
+    params: its params (without the 'params' key).
+    input_ids: [B, Ls] int source tokens, padded anywhere `input_mask` says.
+    input_mask: [B, Ls] int or bool, 1 = real token.
+    rng, max_new_tokens, temperature, top_k, top_p, eos_id, pad_id: as `generate`.
+    decoder_start_id: the decoder's first input (T5: 0, its pad id).
+
+  Returns:
+    [B, max_new_tokens] int32 new tokens (without the start token).
+  """
+  if max_new_tokens < 1:
+    raise UserError(f'max_new_tokens={max_new_tokens} must be >= 1')
+  if temperature > 0.0 and rng is None:
+    raise UserError(f'sampling with temperature={temperature} needs a PRNG key: pass rng=, or '
+                    f'temperature=0 for greedy decoding')
+  config = getattr(model, 'config', None)
+  limit = getattr(config, 'max_position_embeddings', None)
+  if getattr(config, 'position', None) == 'sinusoidal' and limit and max_new_tokens > limit:
+    # The position table would be read past its end, silently.
+    raise UserError(f'max_new_tokens={max_new_tokens} exceeds max_position_embeddings={limit}: '
+                    f'generate at most that many tokens')
+  batch = input_ids.shape[0]
+  encoded = model.apply({'params': params}, input_ids, input_mask, deterministic=True,
+                        method='encode')
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), input_ids, jnp.zeros((batch, max_new_tokens), jnp.int32),
+      input_mask=input_mask, deterministic=True, decode=True)['cache'])
+  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def step(cache, token):
+    logits, updated = model.apply({'params': params, 'cache': cache}, token[:, None], encoded,
+                                  input_mask, deterministic=True, decode=True, mutable=['cache'],
+                                  method='decode')
+    return logits[:, -1], updated['cache']
+
+  logits, cache = step(cache, jnp.full((batch,), decoder_start_id, jnp.int32))
+  rng = jax.random.key(0) if rng is None else rng
+
+  def cond(state):
+    t, _, _, _, done, _ = state
+    return (t < max_new_tokens) & ~jnp.all(done)
+
+  def body(state):
+    t, cache, logits, tokens, done, rng = state
+    rng, key = jax.random.split(rng)
+    token = sample_logits(logits, key, temperature=temperature, top_k=top_k, top_p=top_p)
+    token = jnp.where(done, pad_id, token)
+    tokens = tokens.at[:, t].set(token)
+    if eos_id is not None:
+      done = done | (token == eos_id)
+    # The cache has max_new_tokens slots: the start token and all new tokens but the last, which
+    # is never fed back.
+    logits, cache = jax.lax.cond(t + 1 < max_new_tokens, step, lambda c, _: (logits, c), cache,
+                                 token)
+    return t + 1, cache, logits, tokens, done, rng
+
+  tokens = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)
+  done = jnp.zeros((batch,), bool)
+  state = jax.lax.while_loop(cond, body, (0, cache, logits, tokens, done, rng))
+  return state[3]

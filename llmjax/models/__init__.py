@@ -15,7 +15,7 @@ from absl import logging
 
 from llmjax import assets
 from llmjax.errors import UserError
-from llmjax.models import bert, gpt, hf_bert, hf_gpt2
+from llmjax.models import bert, gpt, hf_bert, hf_gpt2, hf_t5, t5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,7 @@ FAMILIES = {
     'bert_mlm': Family(bert.BertConfig, lambda arch, num_labels: bert.BertForMaskedLM(arch),
                        hf_bert.MASKED_LM),
     'gpt': Family(gpt.GPTConfig, lambda arch, num_labels: gpt.GPT(arch), hf_gpt2),
+    't5': Family(t5.T5Config, lambda arch, num_labels: t5.T5(arch), hf_t5),
 }
 
 

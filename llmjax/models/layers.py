@@ -29,6 +29,7 @@ creates it, and each later `apply(..., decode=True, mutable=['cache'])` writes i
 `cache_index` and attends to everything written so far.
 """
 
+import math
 from typing import Any, Callable
 
 import jax
@@ -64,7 +65,8 @@ def gelu_new(x: jax.Array) -> jax.Array:
 
 # Mlp activations by name. The gated ones (Shazeer, 2020) multiply activation(wi_0 x) by wi_1 x.
 ACTIVATIONS = {'relu': jax.nn.relu, 'gelu': gelu, 'gelu_new': gelu_new, 'silu': jax.nn.silu}
-GATED_ACTIVATIONS = {'geglu': gelu, 'swiglu': jax.nn.silu}
+# 'geglu_tanh' gates with the tanh GELU: T5 v1.1's 'gated-gelu' (HF maps it to gelu_new).
+GATED_ACTIVATIONS = {'geglu': gelu, 'geglu_tanh': gelu_new, 'swiglu': jax.nn.silu}
 
 
 def make_attention_mask(query_mask: jax.Array | None = None, key_mask: jax.Array | None = None, *,
@@ -155,25 +157,88 @@ def apply_rotary(x: jax.Array, positions: jax.Array, theta: float = 10_000.) -> 
   return rotated.astype(x.dtype)
 
 
+def relative_position_bucket(relative_position: jax.Array, *, bidirectional: bool,
+                             num_buckets: int = 32, max_distance: int = 128) -> jax.Array:
+  """T5's bucket (Raffel et al., 2020) of each key_position - query_position, int32 in [0, num_buckets).
+
+  Half the buckets (of each sign, when bidirectional) hold the exact distances 0..n/2-1, the other half
+  logarithmically wider bins up to `max_distance`; farther keys share the last bucket. Causal (not
+  bidirectional) attention only sees keys at or before the query, so only distances <= 0 get buckets.
+  """
+  buckets = 0
+  n = num_buckets
+  if bidirectional:
+    n //= 2
+    buckets = (relative_position > 0).astype(jnp.int32) * n
+    distance = jnp.abs(relative_position)
+  else:
+    distance = -jnp.minimum(relative_position, 0)
+  max_exact = n // 2
+  is_small = distance < max_exact
+  # max(distance, 1) keeps log finite in the branch `where` discards (small distances).
+  log_ratio = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact) / math.log(
+      max_distance / max_exact)
+  large = max_exact + (log_ratio * (n - max_exact)).astype(jnp.int32)
+  large = jnp.minimum(large, n - 1)
+  return buckets + jnp.where(is_small, distance, large).astype(jnp.int32)
+
+
+class RelativePositionBias(nn.Module):
+  """T5's learned relative position bias: one scalar per (bucket, head), added to attention logits.
+
+  T5 computes it once, in the first layer of each stack, and every layer of that stack reuses it.
+  Parameter: `rel_embedding` [num_buckets, heads], logical axes (None, 'heads').
+  """
+  num_heads: int
+  num_buckets: int = 32
+  max_distance: int = 128
+  bidirectional: bool = True  # encoder True; causal decoder False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  embedding_init: Initializer = default_init
+
+  @nn.compact
+  def __call__(self, query_index: jax.Array, key_index: jax.Array) -> jax.Array:
+    """query_index [Lq], key_index [Lk] int positions -> additive bias [1, heads, Lq, Lk].
+
+    In cached decoding query_index is the queries' cache slots (cache_index + 0..Lq-1), so each new
+    token gets the bias of its true position.
+    """
+    buckets = relative_position_bucket(key_index[None, :] - query_index[:, None],
+                                       bidirectional=self.bidirectional,
+                                       num_buckets=self.num_buckets, max_distance=self.max_distance)
+    table = self.param('rel_embedding',
+                       nn.with_logical_partitioning(self.embedding_init, (None, 'heads')),
+                       (self.num_buckets, self.num_heads), self.param_dtype)
+    values = jnp.asarray(table, self.dtype)[buckets]  # [Lq, Lk, heads]
+    return jnp.transpose(values, (2, 0, 1))[None]
+
+
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None, *,
+                          bias: jax.Array | None = None, scale: bool = True,
                           dropout: Callable[[jax.Array], jax.Array] | None = None,
                           dtype: Dtype = jnp.float32) -> jax.Array:
   """The explicit attention computation, needed when attention probabilities see dropout.
 
   q [B, Lq, heads, D], k and v [B, Lk, kv_heads, D] with heads a multiple of kv_heads (query head h
   reads kv head h // (heads / kv_heads), as HF's repeat_kv), mask [B or 1, 1 or heads, Lq, Lk] bool
-  -> [B, Lq, heads, D]. `dropout` maps the probabilities [B, heads, Lq, Lk]. Without dropout it equals `jax.nn.dot_product_attention` (tested), which
+  -> [B, Lq, heads, D]. `bias` [B or 1, heads, Lq, Lk] is added to the logits (T5's relative
+  positions); `scale` False skips the 1/sqrt(D) (T5 folds it into the q initialisation).
+  `dropout` maps the probabilities [B, heads, Lq, Lk]. Without dropout it equals `jax.nn.dot_product_attention` (tested), which
   `MultiHeadAttention` then uses so XLA or cuDNN can pick a fused kernel.
   """
   b, lq, heads, d = q.shape
   kv_heads = k.shape[2]
   groups = heads // kv_heads
   # Scaling q rather than the scores costs Lq*D instead of Lq*Lk multiplies per head.
-  q = q / jnp.sqrt(d).astype(q.dtype)
+  if scale:
+    q = q / jnp.sqrt(d).astype(q.dtype)
   q = q.reshape(b, lq, kv_heads, groups, d)
   scores = jnp.einsum('bqkgd,bskd->bkgqs', q, k).reshape(b, heads, lq, -1)  # [B, heads, Lq, Lk]
   # Softmax in float32: in bfloat16 the exponentials of a long row lose the small probabilities.
   scores = scores.astype(jnp.float32)
+  if bias is not None:
+    scores = scores + bias.astype(jnp.float32)
   if mask is not None:
     # The most negative finite float, as HF uses: exp underflows to exactly 0, and a row with every
     # key masked (a padded query) becomes uniform instead of NaN.
@@ -260,6 +325,8 @@ class MultiHeadAttention(nn.Module):
   - Grouped-query attention (Ainslie et al., 2023): `num_kv_heads` < `num_heads` key/value heads, each
     shared by num_heads / num_kv_heads query heads; num_kv_heads=1 is multi-query attention.
   - Rotary embeddings: with `rotary`, q and k are rotated by `positions` before the dot product.
+  - T5: `scale_logits` False drops the 1/sqrt(kv) (T5 folds it into the q initialisation, `query_init`),
+    and `bias` [B or 1, heads, Lq, Lk] is added to the logits (`RelativePositionBias`).
   - Decoding (`decode=True`): k and v are written into the 'cache' collection at `cache_index` and the
     queries attend causally to every cache slot filled so far (see the module docstring).
 
@@ -274,13 +341,16 @@ class MultiHeadAttention(nn.Module):
   use_bias: bool = True
   rotary: bool = False
   rope_theta: float = 10_000.
+  scale_logits: bool = True  # False: no 1/sqrt(kv) (T5)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   kernel_init: Initializer = default_init
+  query_init: Initializer | None = None  # the `q` kernel's; default kernel_init
   out_init: Initializer | None = None  # the `out` kernel's; default kernel_init
 
   @nn.compact
   def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, mask: jax.Array | None = None, *,
+               bias: jax.Array | None = None,
                positions: jax.Array | None = None, deterministic: bool,
                decode: bool = False) -> jax.Array:
     """Attends from inputs_q to inputs_kv.
@@ -290,6 +360,8 @@ class MultiHeadAttention(nn.Module):
       inputs_kv: [B, Lk, E].
       mask: [B or 1, 1 or heads, Lq, Lk] bool (see `make_attention_mask`); in decoding Lk is the
         cache length, and the causal mask over filled slots is added here.
+      bias: [B or 1, heads, Lq, Lk] float added to the attention logits; in decoding Lk is the
+        cache length.
       positions: [B, Lq] int, the tokens' positions for rotary embeddings (self-attention only).
       deterministic: True disables dropout; False needs a 'dropout' rng.
       decode: write k, v into the cache and attend to the filled cache (self-attention only).
@@ -304,13 +376,14 @@ class MultiHeadAttention(nn.Module):
       raise UserError(f'num_heads={self.num_heads} is not a multiple of num_kv_heads={num_kv_heads}: '
                       f'choose num_kv_heads dividing num_heads')
 
-    def projection(name, heads):
+    def projection(name, heads, init=None):
       return DenseGeneral((heads, head_dim), ('embed', 'heads', 'kv'), ('heads', 'kv'),
                           use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-                          kernel_init=self.kernel_init, name=name)
+                          kernel_init=init or self.kernel_init, name=name)
 
     qkv_axes = ('batch', 'length', 'heads', 'kv')
-    q = nn.with_logical_constraint(projection('q', self.num_heads)(inputs_q), qkv_axes)
+    q = projection('q', self.num_heads, self.query_init)(inputs_q)
+    q = nn.with_logical_constraint(q, qkv_axes)
     k = nn.with_logical_constraint(projection('k', num_kv_heads)(inputs_kv), qkv_axes)
     v = nn.with_logical_constraint(projection('v', num_kv_heads)(inputs_kv), qkv_axes)
     # q [B, Lq, heads, kv]; k, v [B, Lk, kv_heads, kv]
@@ -326,10 +399,13 @@ class MultiHeadAttention(nn.Module):
 
     if deterministic or self.dropout_rate == 0.0:
       # Equal to the explicit path within 1e-5 (tested), and lets the backend fuse attention.
-      x = jax.nn.dot_product_attention(q, k, v, mask=mask)
+      x = jax.nn.dot_product_attention(
+          q, k, v, bias=None if bias is None else bias.astype(q.dtype), mask=mask,
+          scale=None if self.scale_logits else 1.0)
     else:
       dropout = lambda probs: nn.Dropout(rate=self.dropout_rate)(probs, deterministic=False)
-      x = dot_product_attention(q, k, v, mask, dropout=dropout, dtype=self.dtype)
+      x = dot_product_attention(q, k, v, mask, bias=bias, scale=self.scale_logits, dropout=dropout,
+                                dtype=self.dtype)
     x = nn.with_logical_constraint(x, qkv_axes)  # [B, Lq, heads, kv]
     return DenseGeneral((features,), ('heads', 'kv', 'embed'), ('embed',), contract=2,
                         use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
@@ -364,20 +440,22 @@ class Mlp(nn.Module):
   """Position-wise feed-forward block.
 
   Plain: dense `wi` [E -> mlp] -> activation -> dense `wo` [mlp -> E].
-  Gated (activation 'geglu' or 'swiglu', Shazeer 2020): activation(`wi_0` x) * `wi_1` x -> `wo`.
+  Gated (activation 'geglu', 'geglu_tanh' or 'swiglu', Shazeer 2020): activation(`wi_0` x) * `wi_1` x
+  -> `wo`. `dropout_rate` drops the hidden activations before `wo`, as T5 does.
   """
   intermediate_size: int
   # A name from ACTIVATIONS or GATED_ACTIVATIONS, or a function.
   activation: str | Callable[[jax.Array], jax.Array] = gelu
   use_bias: bool = True
+  dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   kernel_init: Initializer = default_init
   out_init: Initializer | None = None  # the `wo` kernel's; default kernel_init
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """x [B, L, E] -> [B, L, E]."""
+  def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    """x [B, L, E] -> [B, L, E]; deterministic False (with dropout_rate > 0) needs a 'dropout' rng."""
     kw = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
 
     def wi(name):
@@ -394,6 +472,7 @@ class Mlp(nn.Module):
                           f'{sorted(ACTIVATIONS) + sorted(GATED_ACTIVATIONS)}')
         activation = ACTIVATIONS[activation]
       h = activation(wi('wi')(x))  # [B, L, mlp]
+    h = nn.Dropout(rate=self.dropout_rate)(h, deterministic=deterministic)
     h = nn.with_logical_constraint(h, ('batch', 'length', 'mlp'))
     return DenseGeneral((x.shape[-1],), ('mlp', 'embed'), ('embed',),
                         kernel_init=self.out_init or self.kernel_init, name='wo', **kw)(h)

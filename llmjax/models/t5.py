@@ -1,0 +1,323 @@
+"""Encoder-decoder Transformers: T5 (Raffel et al., 2020) and the original Transformer (Vaswani et al., 2017).
+
+T5 (the defaults, T5Config() is `t5-small` exactly as HF `T5ForConditionalGeneration` computes it):
+
+  x = Dropout(shared[input_ids])
+  for each encoder block:                       # pre-RMSNorm, no biases, no 1/sqrt(d) scaling
+    x = x + Dropout(SelfAttention(norm(x), bias=relative_position_bias))
+    x = x + Dropout(Mlp(norm(x)))               # Mlp: wi -> act -> Dropout -> wo
+  encoded = Dropout(final_norm(x))
+  y = Dropout(shared[decoder_input_ids])
+  for each decoder block:
+    y = y + Dropout(CausalSelfAttention(norm(y), bias=causal relative_position_bias))
+    y = y + Dropout(CrossAttention(norm(y), encoded))
+    y = y + Dropout(Mlp(norm(y)))
+  y = Dropout(final_norm(y))
+  logits = (y * d_model**-0.5) @ shared^T       # v1.0 (tied); v1.1: lm_head, no scaling
+
+The relative position bias is computed once per stack, by block 0 (which owns its parameter, as in
+HF), and reused by every block of that stack; the encoder's buckets are bidirectional, the decoder's
+causal. T5 v1.1 is feed_forward='gated-gelu' (tanh GELU gate), tie_word_embeddings=False.
+
+The original Transformer ("base", WMT en-de) is a matter of switches (see `transformer_base`):
+position='sinusoidal', norm='layernorm', norm_position='post' (x = norm(x + Dropout(sublayer(x))), no
+final norms), use_bias=True, scale_attention=True, scale_embeddings=True (embeddings * sqrt(d_model)),
+tied embeddings without logit scaling.
+
+Parameter tree (no `bias` leaves unless use_bias; LayerNorm adds `bias` to each norm):
+
+  shared/embedding [vocab, E]
+  encoder/block_{i}/self_attention_norm/scale [E]
+  encoder/block_{i}/self_attention/{q, k, v}/kernel [E, heads, kv]   .../out/kernel [heads, kv, E]
+  encoder/block_0/relative_attention_bias/rel_embedding [buckets, heads]   (position='relative')
+  encoder/block_{i}/mlp_norm/scale            encoder/block_{i}/mlp/{wi | wi_0, wi_1}/kernel [E, F]
+  encoder/block_{i}/mlp/wo/kernel [F, E]      encoder/final_norm/scale  (norm_position='pre')
+  decoder/block_{i}/{self_attention, cross_attention, mlp}{, _norm}/...
+  decoder/block_0/relative_attention_bias/rel_embedding      decoder/final_norm/scale
+  lm_head/kernel [E, vocab]                   (untied only)
+
+Cached decoding: `init` with decode=True on a [B, max_len] decoder dummy creates the decoder's 'cache'
+(per-layer keys and values, `cache_index`, `cached_decoder_mask`); each `apply(..., method='decode',
+decode=True, mutable=['cache'])` appends its tokens. Cross-attention keys are recomputed from
+`encoded` each step (correct, not the fastest).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from llmjax.errors import UserError
+from llmjax.models import layers
+
+# T5Config.feed_forward (HF feed_forward_proj) -> layers.Mlp activation.
+FEED_FORWARD = {'relu': 'relu', 'gelu': 'gelu', 'gated-gelu': 'geglu_tanh', 'gated-silu': 'swiglu'}
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+  """Encoder-decoder architecture; the defaults are T5 v1.0 small (and HF `T5Config`'s defaults)."""
+  vocab_size: int = 32128
+  d_model: int = 512
+  d_kv: int = 64  # per-head width; heads * d_kv need not equal d_model
+  d_ff: int = 2048
+  num_layers: int = 6  # encoder
+  num_decoder_layers: int | None = None  # None = num_layers
+  num_heads: int = 8
+  relative_attention_num_buckets: int = 32
+  relative_attention_max_distance: int = 128
+  feed_forward: str = 'relu'  # 'relu' (v1.0), 'gated-gelu' (v1.1), 'gelu', 'gated-silu'
+  tie_word_embeddings: bool = True  # False: a separate lm_head (v1.1)
+  # Multiply the decoder output by d_model**-0.5 before the head; None = tie_word_embeddings (T5
+  # v1.0 scales its tied head, v1.1 does not).
+  scale_decoder_outputs: bool | None = None
+  layer_norm_eps: float = 1e-6
+  dropout_rate: float = 0.1  # embeddings, attention probabilities, sublayer outputs, Mlp hidden
+  initializer_factor: float = 1.0
+  position: str = 'relative'  # or 'sinusoidal' (Vaswani et al.)
+  max_position_embeddings: int = 512  # the sinusoidal table's length (position='sinusoidal' only)
+  norm: str = 'rmsnorm'  # or 'layernorm'
+  norm_position: str = 'pre'  # or 'post' (Vaswani et al.: no final norms)
+  use_bias: bool = False  # biases in attention and Mlp projections
+  scale_attention: bool = False  # 1/sqrt(d_kv) on attention logits (T5 folds it into q's init)
+  scale_embeddings: bool = False  # token embeddings * sqrt(d_model) (Vaswani et al.)
+  dtype: str = 'float32'  # compute
+  param_dtype: str = 'float32'  # stored weights
+
+  def __post_init__(self):
+    choices = {'feed_forward': tuple(FEED_FORWARD), 'position': ('relative', 'sinusoidal'),
+               'norm': ('rmsnorm', 'layernorm'), 'norm_position': ('pre', 'post')}
+    for field, allowed in choices.items():
+      if getattr(self, field) not in allowed:
+        raise UserError(f'T5 {field}={getattr(self, field)!r} is unknown: use one of {allowed}')
+    for field in ('vocab_size', 'd_model', 'd_kv', 'd_ff', 'num_layers', 'decoder_layers',
+                  'num_heads', 'relative_attention_num_buckets', 'relative_attention_max_distance'):
+      if getattr(self, field) < 1:
+        raise UserError(f'T5 {field}={getattr(self, field)} must be >= 1: pass a positive value')
+    if self.position == 'relative' and self.relative_attention_num_buckets < 4:
+      # Bidirectional buckets split in two, and each half again into exact and log-spaced bins.
+      raise UserError(f'T5 relative_attention_num_buckets={self.relative_attention_num_buckets} '
+                      f'must be >= 4: use 32 as T5 does')
+    if self.position == 'sinusoidal' and self.d_model % 2:
+      raise UserError(f'T5 d_model={self.d_model} must be even for sinusoidal positions: use an even '
+                      f'd_model')
+
+  @property
+  def decoder_layers(self) -> int:
+    return self.num_layers if self.num_decoder_layers is None else self.num_decoder_layers
+
+  @property
+  def scales_decoder_outputs(self) -> bool:
+    if self.scale_decoder_outputs is None:
+      return self.tie_word_embeddings
+    return self.scale_decoder_outputs
+
+
+def t5_v1_1(**overrides) -> T5Config:
+  """`google/t5-v1_1-small`'s architecture (gated-GELU, untied head, no logit scaling)."""
+  kw = dict(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_heads=6, feed_forward='gated-gelu',
+            tie_word_embeddings=False)
+  return T5Config(**{**kw, **overrides})
+
+
+def transformer_base(**overrides) -> T5Config:
+  """The original Transformer base model of Vaswani et al. (2017), WMT'14 en-de.
+
+  Post-LN with LayerNorm, ReLU, sinusoidal positions, biases, scaled dot-product attention, a shared
+  source/target BPE vocabulary of 37000 tokens whose embedding is also the pre-softmax matrix, and
+  embeddings multiplied by sqrt(d_model).
+  """
+  kw = dict(vocab_size=37000, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
+            feed_forward='relu', tie_word_embeddings=True, scale_decoder_outputs=False,
+            layer_norm_eps=1e-6, dropout_rate=0.1, position='sinusoidal', norm='layernorm',
+            norm_position='post', use_bias=True, scale_attention=True, scale_embeddings=True)
+  return T5Config(**{**kw, **overrides})
+
+
+def _dtypes(config: T5Config) -> dict:
+  return dict(dtype=layers.dtype(config.dtype), param_dtype=layers.dtype(config.param_dtype))
+
+
+def _normal(std: float) -> layers.Initializer:
+  return nn.initializers.normal(stddev=std)
+
+
+class Block(nn.Module):
+  """One encoder block (self-attention, Mlp) or decoder block (+ cross-attention after self-attention).
+
+  Block 0 of a relative-position stack (`relative_bias`) computes the position bias; every block
+  returns the bias it used, so the stack hands block 0's to the others.
+  """
+  config: T5Config
+  decoder: bool = False
+  relative_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None, bias: jax.Array | None,
+               query_index: jax.Array, key_index: jax.Array, encoded: jax.Array | None,
+               cross_mask: jax.Array | None, deterministic: bool, decode: bool):
+    """x [B, L, E], mask [B or 1, 1, L, L or max_len], encoded [B, Ls, E] -> (x [B, L, E], bias)."""
+    cfg = self.config
+    kw = _dtypes(cfg)
+    f = cfg.initializer_factor
+    if self.relative_bias:
+      bias = layers.RelativePositionBias(
+          cfg.num_heads, num_buckets=cfg.relative_attention_num_buckets,
+          max_distance=cfg.relative_attention_max_distance, bidirectional=not self.decoder,
+          embedding_init=_normal(f * cfg.d_model ** -0.5), name='relative_attention_bias',
+          **kw)(query_index, key_index)  # [1, heads, L, L or max_len]
+
+    def sublayer(name, fn, x):
+      norm = layers.norm(cfg.norm, epsilon=cfg.layer_norm_eps, name=f'{name}_norm', **kw)
+      if cfg.norm_position == 'pre':
+        h = fn(norm(x))
+        x = x + nn.Dropout(rate=cfg.dropout_rate)(h, deterministic=deterministic)
+      else:
+        h = fn(x)
+        x = norm(x + nn.Dropout(rate=cfg.dropout_rate)(h, deterministic=deterministic))
+      return nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+
+    def attention(name):
+      # HF T5's init: q absorbs the 1/sqrt(d_kv) that T5 leaves out of the logits.
+      return layers.MultiHeadAttention(
+          num_heads=cfg.num_heads, head_dim=cfg.d_kv, dropout_rate=cfg.dropout_rate,
+          use_bias=cfg.use_bias, scale_logits=cfg.scale_attention,
+          kernel_init=_normal(f * cfg.d_model ** -0.5),
+          query_init=_normal(f * (cfg.d_model * cfg.d_kv) ** -0.5),
+          out_init=_normal(f * (cfg.num_heads * cfg.d_kv) ** -0.5), name=name, **kw)
+
+    x = sublayer('self_attention', lambda h: attention('self_attention')(
+        h, h, mask, bias=bias, deterministic=deterministic, decode=decode), x)
+    if self.decoder:
+      x = sublayer('cross_attention', lambda h: attention('cross_attention')(
+          h, encoded, cross_mask, deterministic=deterministic), x)
+    mlp = layers.Mlp(cfg.d_ff, activation=FEED_FORWARD[cfg.feed_forward], use_bias=cfg.use_bias,
+                     dropout_rate=cfg.dropout_rate, kernel_init=_normal(f * cfg.d_model ** -0.5),
+                     out_init=_normal(f * cfg.d_ff ** -0.5), name='mlp', **kw)
+    x = sublayer('mlp', lambda h: mlp(h, deterministic=deterministic), x)
+    return x, bias
+
+
+class Stack(nn.Module):
+  """The encoder (decoder=False) or decoder blocks, from token embeddings to the final norm.
+
+  The decoder stack holds the decoding cache's `cache_index` and `cached_decoder_mask`.
+  """
+  config: T5Config
+  decoder: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, token_mask: jax.Array | None, encoded: jax.Array | None,
+               cross_mask: jax.Array | None, deterministic: bool, decode: bool) -> jax.Array:
+    """x [B, L, E] token embeddings, token_mask [B, L] (1 = real; None = all real) -> [B, L, E]."""
+    cfg = self.config
+    kw = _dtypes(cfg)
+    batch, length = x.shape[:2]
+    queries = jnp.ones((batch, length), bool)
+    if self.decoder and decode and self.has_variable('cache', 'cache_index'):
+      # Each query's cache slot (cache_index + i) is its position: for the relative bias and the
+      # sinusoid; the attention layers add the causal mask over filled slots.
+      if token_mask is None:
+        token_mask = queries
+      cached = self.variable('cache', 'cached_decoder_mask', jnp.zeros, (batch, 0), jnp.int32)
+      index = self.variable('cache', 'cache_index', lambda: jnp.array(0, jnp.int32))
+      cached.value = jax.lax.dynamic_update_slice(cached.value, token_mask.astype(jnp.int32),
+                                                  (0, index.value))
+      query_index = index.value + jnp.arange(length)
+      key_index = jnp.arange(cached.value.shape[1])
+      mask = layers.make_attention_mask(queries, cached.value)
+      index.value = index.value + length
+    else:
+      if cfg.position == 'sinusoidal' and length > cfg.max_position_embeddings:
+        raise UserError(f'sequence length {length} exceeds max_position_embeddings='
+                        f'{cfg.max_position_embeddings}: use at most that many tokens')
+      if self.decoder and decode:  # the init pass: this input's length is the cache's
+        self.variable('cache', 'cached_decoder_mask', jnp.zeros, (batch, length), jnp.int32)
+        self.variable('cache', 'cache_index', lambda: jnp.array(0, jnp.int32))
+      query_index = key_index = jnp.arange(length)
+      # Only keys are masked, as HF does: padded queries still see real tokens, never NaN.
+      mask = (None if token_mask is None and not self.decoder else
+              layers.make_attention_mask(queries, token_mask, causal=self.decoder,
+                                         query_index=query_index, key_index=key_index))
+
+    if cfg.scale_embeddings:
+      x = x * jnp.sqrt(cfg.d_model).astype(x.dtype)
+    if cfg.position == 'sinusoidal':
+      table = layers.sinusoidal_positions(cfg.max_position_embeddings, cfg.d_model)
+      x = x + table[query_index][None].astype(x.dtype)
+    x = nn.Dropout(rate=cfg.dropout_rate)(x, deterministic=deterministic)
+    x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+    bias = None
+    num_layers = cfg.decoder_layers if self.decoder else cfg.num_layers
+    for i in range(num_layers):
+      x, bias = Block(cfg, decoder=self.decoder,
+                      relative_bias=i == 0 and cfg.position == 'relative', name=f'block_{i}')(
+                          x, mask, bias, query_index, key_index, encoded, cross_mask,
+                          deterministic, decode)
+    if cfg.norm_position == 'pre':
+      x = layers.norm(cfg.norm, epsilon=cfg.layer_norm_eps, name='final_norm', **kw)(x)
+      x = nn.Dropout(rate=cfg.dropout_rate)(x, deterministic=deterministic)
+    return nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+
+
+class T5(nn.Module):
+  """The encoder-decoder language model (HF `T5ForConditionalGeneration` with the default config)."""
+  config: T5Config
+
+  def setup(self):
+    cfg = self.config
+    kw = _dtypes(cfg)
+    # HF T5 initialises the shared embedding N(0, 1); with sqrt(d_model) scaling the original
+    # Transformer's N(0, d_model^-1) keeps the scaled embeddings at unit variance.
+    std = cfg.d_model ** -0.5 if cfg.scale_embeddings else 1.0
+    self.shared = layers.embed(cfg.vocab_size, cfg.d_model, ('vocab', 'embed'),
+                               embedding_init=_normal(cfg.initializer_factor * std), **kw)
+    self.encoder = Stack(cfg, decoder=False)
+    self.decoder = Stack(cfg, decoder=True)
+    if not cfg.tie_word_embeddings:
+      self.lm_head = layers.DenseGeneral((cfg.vocab_size,), ('embed', 'vocab'), ('vocab',),
+                                         use_bias=False,
+                                         kernel_init=_normal(cfg.initializer_factor), **kw)
+
+  def encode(self, input_ids: jax.Array, input_mask: jax.Array | None = None, *,
+             deterministic: bool) -> jax.Array:
+    """input_ids [B, Ls] int, input_mask [B, Ls] (1 = real, None = all real) -> encoded [B, Ls, E]."""
+    return self.encoder(self.shared(input_ids), input_mask, None, None, deterministic, False)
+
+  def decode(self, decoder_input_ids: jax.Array, encoded: jax.Array,
+             input_mask: jax.Array | None = None, *, decoder_mask: jax.Array | None = None,
+             deterministic: bool, decode: bool = False) -> jax.Array:
+    """Next-token logits from the decoder.
+
+    Args:
+      decoder_input_ids: [B, L] int, the targets shifted right (T5 starts with pad id 0).
+      encoded: [B, Ls, E] from `encode`.
+      input_mask: [B, Ls], the encoder's padding mask (1 = real); None = all real.
+      decoder_mask: [B, L], decoder padding (1 = real); None = all real.
+      deterministic: True disables dropout; False needs a 'dropout' rng.
+      decode: cached decoding (see the module docstring): the tokens are appended to the cache.
+
+    Returns:
+      float32 logits [B, L, vocab].
+    """
+    cfg = self.config
+    batch, length = decoder_input_ids.shape
+    cross_mask = None if input_mask is None else layers.make_attention_mask(
+        jnp.ones((batch, length), bool), input_mask)
+    y = self.decoder(self.shared(decoder_input_ids), decoder_mask, encoded, cross_mask,
+                     deterministic, decode)
+    if cfg.scales_decoder_outputs:
+      y = y * cfg.d_model ** -0.5
+    logits = self.shared.attend(y) if cfg.tie_word_embeddings else self.lm_head(y)
+    logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
+    # float32 so the loss and sampling never run in bfloat16.
+    return logits.astype(jnp.float32)
+
+  def __call__(self, input_ids: jax.Array, decoder_input_ids: jax.Array, *,
+               input_mask: jax.Array | None = None, decoder_mask: jax.Array | None = None,
+               deterministic: bool, decode: bool = False) -> jax.Array:
+    """encode then decode: input_ids [B, Ls], decoder_input_ids [B, L] -> float32 logits [B, L, vocab]."""
+    encoded = self.encode(input_ids, input_mask, deterministic=deterministic)
+    return self.decode(decoder_input_ids, encoded, input_mask, decoder_mask=decoder_mask,
+                       deterministic=deterministic, decode=decode)
