@@ -27,7 +27,7 @@ def get_config(arg=None):
   c.task.name = 'causal_lm'
   c.model = models.model_config(
       'gpt', vocab_size=arg.vocab, max_position_embeddings=arg.max_len, hidden_size=arg.width,
-      num_layers=arg.layers, num_heads=arg.width // 64, intermediate_size=4 * arg.width,
+      num_layers=arg.layers, num_heads=max(arg.width // 64, 1), intermediate_size=4 * arg.width,
       embd_dropout=0.0, attn_dropout=0.0, resid_dropout=0.0)
   c.data.name = 'enwiki_sample'
   # The 8 held-out articles: half score checkpoints, half are the final test.

@@ -183,6 +183,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   # Architecture checks live in each family's config dataclass (its __post_init__); this one is
   # repeated here because it is the most common mistake and costs nothing to catch early.
   if 'hidden_size' in config.model:
+    need(config.model.num_heads > 0, 'model.num_heads', 'must be > 0')
     need(config.model.hidden_size % config.model.num_heads == 0, 'model.num_heads',
          f'must divide model.hidden_size={config.model.hidden_size}')
   need(config.eval.mode in ('max', 'min'), 'eval.mode', 'must be max or min')
