@@ -32,7 +32,6 @@ import ml_collections
 import numpy as np
 
 from llmjax import assets
-from llmjax.data import spm_train
 from llmjax.data import text as text_lib
 from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
@@ -174,33 +173,14 @@ class LMData:
       yield {k: v[lo:lo + self._eval_rows] for k, v in batch.items()}
 
 
-def encoder(config: ml_collections.ConfigDict) -> tuple[Callable[[str], list[int]], int]:
-  """(text -> ids ending in the end-of-document token, vocabulary size) for `config.tokenizer`."""
-  tok = config.tokenizer
-  if tok.kind == 'gpt2_bpe':
-    bpe = tokenizers_lib.gpt2_bpe(assets.resolve(tok.vocab), assets.resolve(tok.merges))
-    eot = bpe.token_to_id(tokenizers_lib.EOT)
-    return (lambda text: bpe.encode(text).ids + [eot]), bpe.get_vocab_size()
-  if tok.kind == 'sentencepiece':
-    if tok.vocab.startswith('spm:'):
-      # 'spm:CORPUS:VOCAB_SIZE[:TYPE]': trained on the corpus's train split once, then cached.
-      corpus, size, *kind = tok.vocab[len('spm:'):].split(':')
-      path = spm_train.train_cached(corpus, int(size), *kind, data_dir=config.data.data_dir)
-    else:
-      path = assets.resolve(tok.vocab)
-    sp = tokenizers_lib.sentencepiece(path)
-    return (lambda text: sp.encode(text) + [tokenizers_lib.SPM_EOS_ID]), sp.get_piece_size()
-  raise UserError(f'config.tokenizer.kind={tok.kind!r} cannot tokenize documents for language '
-                  'modelling: use gpt2_bpe or sentencepiece')
-
-
 def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
           process_count: int = 1) -> LMData:
   """Opens the configured text corpus and tokenizer; returns its packed batches."""
-  encode, vocab_size = encoder(config)
+  tok = tokenizers_lib.text_tokenizer(config)
+  encode = lambda text: tok.encode(text) + [tok.eos_id]  # noqa: E731
   return LMData(text_lib.open_text(config.data), encode, seq_len=config.data.max_len,
                 batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-                seed=config.seed, vocab_size=vocab_size, process_index=process_index,
+                seed=config.seed, vocab_size=tok.vocab_size, process_index=process_index,
                 process_count=process_count)
 
 
