@@ -70,11 +70,6 @@ class BertConfig:
     return self.hidden_size // self.num_heads
 
 
-def _dtypes(config: BertConfig) -> dict:
-  """The compute and parameter dtypes, as keyword arguments for `layers`."""
-  return dict(dtype=layers.dtype(config.dtype), param_dtype=layers.dtype(config.param_dtype))
-
-
 def _init(config: BertConfig) -> layers.Initializer:
   """HF's init for kernels and embeddings, N(0, initializer_range^2); biases are 0, LN scales 1."""
   return nn.initializers.normal(stddev=config.initializer_range)
@@ -94,7 +89,7 @@ class BertEmbeddings(nn.Module):
       # Out-of-range positions would silently read NaN, so refuse them here, where the shape is static.
       raise UserError(f'sequence length {length} exceeds BERT max_position_embeddings='
                       f'{cfg.max_position_embeddings}: truncate inputs to at most that many tokens')
-    kw = dict(embedding_init=_init(cfg), **_dtypes(cfg))
+    kw = dict(embedding_init=_init(cfg), **layers.dtypes(cfg))
     h = cfg.hidden_size
     x = layers.embed(cfg.vocab_size, h, ('vocab', 'embed'), name='word_embeddings', **kw)(input_ids)
     if positions is None:
@@ -103,7 +98,7 @@ class BertEmbeddings(nn.Module):
                       **kw)(positions)
     x += layers.embed(cfg.type_vocab_size, h, (None, 'embed'), name='token_type_embeddings',
                       **kw)(token_type_ids)
-    x = layers.layer_norm(epsilon=cfg.layer_norm_eps, name='ln', **_dtypes(cfg))(x)
+    x = layers.layer_norm(epsilon=cfg.layer_norm_eps, name='ln', **layers.dtypes(cfg))(x)
     x = nn.Dropout(rate=cfg.hidden_dropout)(x, deterministic=deterministic)
     return nn.with_logical_constraint(x, ('batch', 'length', 'embed'))  # [B, L, H]
 
@@ -116,7 +111,7 @@ class BertLayer(nn.Module):
   def __call__(self, x: jax.Array, mask: jax.Array, *, deterministic: bool) -> jax.Array:
     """x [B, L, H], mask [B, 1, L, L] bool -> [B, L, H]."""
     cfg = self.config
-    kw = _dtypes(cfg)
+    kw = layers.dtypes(cfg)
     h = layers.MultiHeadAttention(
         num_heads=cfg.num_heads, head_dim=cfg.head_dim, dropout_rate=cfg.attention_dropout,
         kernel_init=_init(cfg), name='attention', **kw)(x, x, mask, deterministic=deterministic)
@@ -176,7 +171,7 @@ class BertEncoder(nn.Module):
       return x, None
     # The pooler reads the [CLS] token's final state; pre-training fits it to next-sentence prediction.
     pooled = layers.dense(cfg.hidden_size, ('embed', 'mlp'), kernel_init=_init(cfg), name='pooler',
-                          **_dtypes(cfg))(x[:, 0])
+                          **layers.dtypes(cfg))(x[:, 0])
     return x, jnp.tanh(pooled)
 
 
@@ -195,7 +190,7 @@ class BertForSequenceClassification(nn.Module):
     pooled = nn.Dropout(rate=cfg.hidden_dropout)(pooled, deterministic=deterministic)
     # Classes are not a sharded axis: the kernel's output dim has no logical name.
     logits = layers.dense(self.num_labels, ('embed', None), kernel_init=_init(cfg), name='classifier',
-                          **_dtypes(cfg))(pooled)
+                          **layers.dtypes(cfg))(pooled)
     # float32 so the loss and metrics never run in bfloat16.
     return logits.astype(jnp.float32)
 
@@ -208,7 +203,7 @@ class BertMLMHead(nn.Module):
   def __call__(self, x: jax.Array, word_embeddings: jax.Array) -> jax.Array:
     """x [B, L, H], word_embeddings [vocab, H] -> logits [B, L, vocab] in the compute dtype."""
     cfg = self.config
-    kw = _dtypes(cfg)
+    kw = layers.dtypes(cfg)
     x = layers.dense(cfg.hidden_size, ('embed', 'mlp'), kernel_init=_init(cfg), name='transform',
                      **kw)(x)
     x = layers.layer_norm(epsilon=cfg.layer_norm_eps, name='transform_ln', **kw)(layers.gelu(x))

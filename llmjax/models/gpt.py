@@ -102,10 +102,6 @@ class GPTConfig:
     return self.num_kv_heads or self.num_heads
 
 
-def _dtypes(config: GPTConfig) -> dict:
-  return dict(dtype=layers.dtype(config.dtype), param_dtype=layers.dtype(config.param_dtype))
-
-
 def _init(config: GPTConfig) -> layers.Initializer:
   """N(0, initializer_range^2) for kernels and embeddings, as HF; biases are 0, norm scales 1."""
   return nn.initializers.normal(stddev=config.initializer_range)
@@ -131,7 +127,7 @@ class Block(nn.Module):
                deterministic: bool, decode: bool):
     """x [B, L, E], mask [B or 1, 1, L, L or max_len] bool, positions [B, L] -> [B, L, E]."""
     cfg = self.config
-    kw = _dtypes(cfg)
+    kw = layers.dtypes(cfg)
     norm = lambda name: layers.norm(cfg.norm, epsilon=cfg.layer_norm_eps, name=name, **kw)
     h = norm('ln_1')(x)
     h = layers.MultiHeadAttention(
@@ -174,7 +170,7 @@ class GPT(nn.Module):
       float32 logits [B, L, vocab].
     """
     cfg = self.config
-    kw = _dtypes(cfg)
+    kw = layers.dtypes(cfg)
     batch, length = input_ids.shape
     if segment_ids is None:
       segment_ids = jnp.ones_like(input_ids)

@@ -53,6 +53,11 @@ def dtype(name: str | Dtype) -> jnp.dtype:
     raise UserError(f'unknown dtype {name!r}: use float32 or bfloat16') from None
 
 
+def dtypes(config) -> dict:
+  """A model config's compute and parameter dtypes, as keyword arguments for the layers here."""
+  return dict(dtype=dtype(config.dtype), param_dtype=dtype(config.param_dtype))
+
+
 def gelu(x: jax.Array) -> jax.Array:
   """Exact (erf) GELU, Hendrycks & Gimpel (2016): what BERT and HF's hidden_act='gelu' use."""
   return jax.nn.gelu(x, approximate=False)

@@ -135,10 +135,6 @@ def transformer_base(**overrides) -> T5Config:
   return T5Config(**{**kw, **overrides})
 
 
-def _dtypes(config: T5Config) -> dict:
-  return dict(dtype=layers.dtype(config.dtype), param_dtype=layers.dtype(config.param_dtype))
-
-
 def _normal(std: float) -> layers.Initializer:
   return nn.initializers.normal(stddev=std)
 
@@ -159,7 +155,7 @@ class Block(nn.Module):
                cross_mask: jax.Array | None, deterministic: bool, decode: bool):
     """x [B, L, E], mask [B or 1, 1, L, L or max_len], encoded [B, Ls, E] -> (x [B, L, E], bias)."""
     cfg = self.config
-    kw = _dtypes(cfg)
+    kw = layers.dtypes(cfg)
     f = cfg.initializer_factor
     if self.relative_bias:
       bias = layers.RelativePositionBias(
@@ -212,7 +208,7 @@ class Stack(nn.Module):
                cross_mask: jax.Array | None, deterministic: bool, decode: bool) -> jax.Array:
     """x [B, L, E] token embeddings, token_mask [B, L] (1 = real; None = all real) -> [B, L, E]."""
     cfg = self.config
-    kw = _dtypes(cfg)
+    kw = layers.dtypes(cfg)
     batch, length = x.shape[:2]
     queries = jnp.ones((batch, length), bool)
     if self.decoder and decode and self.has_variable('cache', 'cache_index'):
@@ -267,7 +263,7 @@ class T5(nn.Module):
 
   def setup(self):
     cfg = self.config
-    kw = _dtypes(cfg)
+    kw = layers.dtypes(cfg)
     # HF T5 initialises the shared embedding N(0, 1); with sqrt(d_model) scaling the original
     # Transformer's N(0, d_model^-1) keeps the scaled embeddings at unit variance.
     std = cfg.d_model ** -0.5 if cfg.scale_embeddings else 1.0
