@@ -1,7 +1,6 @@
 """Hugging Face BERT checkpoints (config.json + model.safetensors) <-> `llmjax.models.bert` parameters.
 
-Only safetensors files are read or written, with the `safetensors` library's numpy API: no torch at run
-time and no unpickling (a pytorch_model.bin can execute code when loaded, so it is refused).
+Safetensors only, read and written with the `safetensors` numpy API (see `hf_common` for why).
 
 One table, `_tensors`, lists every HF tensor with its place in our parameter tree, and drives both
 `import_params` and `export`, so the two directions cannot disagree. HF stores a Linear weight as
@@ -17,26 +16,22 @@ head (`cls.seq_relationship`) is skipped too. `MASKED_LM` is the masked-LM varia
 load_config / import_params / export, for the model registry.
 """
 
-import dataclasses
-import json
 import math
 import os
-import pathlib
 import re
 import types
 
 from absl import logging
 import numpy as np
-import flax.linen as nn
-import safetensors
-import safetensors.numpy
 
 from llmjax.errors import UserError
+from llmjax.models import hf_common
 from llmjax.models import layers
 from llmjax.models.bert import BertConfig
+# CONFIG and WEIGHTS stay importable from here: callers and tests name the files through this module.
+from llmjax.models.hf_common import CONFIG, WEIGHTS, Tensor as _Tensor  # pylint: disable=unused-import
 
-CONFIG = 'config.json'
-WEIGHTS = 'model.safetensors'
+_FAMILY = 'BERT'
 
 # BertConfig architecture field -> HF config.json key. HF's defaults for these keys equal BertConfig's.
 _ARCH_KEYS = {
@@ -55,24 +50,6 @@ _TRAIN_KEYS = {
     'attention_dropout': 'attention_probs_dropout_prob',
     'initializer_range': 'initializer_range',
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class _Tensor:
-  """One HF tensor and where it lives in our params."""
-  hf_name: str  # e.g. 'bert.encoder.layer.0.attention.self.query.weight'
-  path: tuple[str, ...]  # e.g. ('bert', 'layer_0', 'attention', 'q', 'kernel')
-  shape: tuple[int, ...]  # ours, e.g. (H, heads, kv)
-  hf_shape: tuple[int, ...]  # HF's, e.g. (heads * kv, H)
-  transpose: bool  # torch Linear weight [out, in] vs our kernel [in, ..., out, ...]
-
-  def to_ours(self, w: np.ndarray) -> np.ndarray:
-    return (w.T if self.transpose else w).reshape(self.shape)
-
-  def to_hf(self, x: np.ndarray) -> np.ndarray:
-    if self.transpose:
-      return x.reshape(self.hf_shape[::-1]).T
-    return x.reshape(self.hf_shape)
 
 
 def _tensors(config: BertConfig, num_labels: int | None, masked_lm: bool = False) -> list[_Tensor]:
@@ -147,63 +124,22 @@ def _is_ignored(name: str, masked_lm: bool = False) -> bool:
   return name.startswith('cls.')  # masked-LM and next-sentence-prediction heads from pre-training
 
 
-def _check_dir(hf_dir: str | os.PathLike) -> pathlib.Path:
-  hf_dir = pathlib.Path(hf_dir)
-  if not hf_dir.is_dir():
-    raise UserError(f'Hugging Face model directory {hf_dir} does not exist: pass a directory holding '
-                    f'{CONFIG} and {WEIGHTS}')
-  return hf_dir
-
-
 def load_config(hf_dir: str | os.PathLike) -> dict:
   """Reads BertConfig's architecture fields (sizes and layer_norm_eps) from `hf_dir`/config.json.
 
   Dropout rates and initializer_range are left out: they belong to the run, not the checkpoint.
   Use as `BertConfig(**load_config(d), hidden_dropout=...)`.
   """
-  path = _check_dir(hf_dir) / CONFIG
-  if not path.is_file():
-    raise UserError(f'{path} is missing: a Hugging Face BERT directory needs {CONFIG} and {WEIGHTS}')
-  try:
-    hf = json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise UserError(f'{path} is not valid JSON ({e}): re-download or re-export the model') from None
-  if not isinstance(hf, dict):
-    raise UserError(f'{path} does not hold a JSON object: re-download or re-export the model')
-
-  def refuse(key, supported):
-    if key in hf and hf[key] != supported:
-      raise UserError(f'{path} has {key}={hf[key]!r} but llmjax BERT supports only {supported!r}: '
-                      f'use a BERT checkpoint with {key}={supported!r}')
-
-  refuse('model_type', 'bert')  # e.g. RoBERTa offsets positions by its padding id
-  refuse('hidden_act', 'gelu')  # HF 'gelu' is the exact erf GELU; 'gelu_new' is the tanh approximation
-  refuse('position_embedding_type', 'absolute')
-  defaults = BertConfig()
-  fields = {}
+  path, hf = hf_common.read_config(hf_dir, _FAMILY)
+  for key, supported in (('model_type', 'bert'),  # e.g. RoBERTa offsets positions by its padding id
+                         ('hidden_act', 'gelu'),  # HF 'gelu' is exact erf GELU, 'gelu_new' tanh
+                         ('position_embedding_type', 'absolute')):
+    hf_common.refuse(path, hf, key, supported, _FAMILY)
+  defaults, fields = BertConfig(), {}
   for field, key in _ARCH_KEYS.items():
     default = getattr(defaults, field)
-    value = hf.get(key, default)
-    try:
-      fields[field] = type(default)(value)
-      # Lossless conversions only: 12.0 is a fine layer count; '12', 12.5 and true are not.
-      ok = fields[field] == value and not isinstance(value, bool)
-    except (TypeError, ValueError):
-      ok = False
-    if not ok:
-      raise UserError(f'{path} has {key}={value!r}, expected {type(default).__name__}: fix {CONFIG}')
+    fields[field] = hf_common.convert(path, key, hf.get(key, default), default)
   return fields
-
-
-def _weights_file(hf_dir: pathlib.Path) -> pathlib.Path:
-  path = hf_dir / WEIGHTS
-  if not path.is_file():
-    if (hf_dir / 'pytorch_model.bin').exists():
-      raise UserError(
-          f'{hf_dir} has pytorch_model.bin but no {WEIGHTS}, and llmjax never unpickles weights: '
-          f'convert with `transformers.AutoModel.from_pretrained(dir).save_pretrained(dir)`')
-    raise UserError(f'{path} is missing: a Hugging Face BERT directory needs {CONFIG} and {WEIGHTS}')
-  return path
 
 
 def import_params(hf_dir: str | os.PathLike, config: BertConfig,
@@ -226,35 +162,25 @@ def import_params(hf_dir: str | os.PathLike, config: BertConfig,
   """
   if masked_lm and num_labels is not None:
     raise ValueError('a masked-LM import has no classifier: pass num_labels=None')
-  path = _weights_file(_check_dir(hf_dir))
+  path = hf_common.weights_file(hf_dir, _FAMILY)
   table = {t.hf_name: t for t in _tensors(config, num_labels, masked_lm)}
   param_dtype = layers.dtype(config.param_dtype)
   params, unknown = {}, []
-  try:
-    with safetensors.safe_open(str(path), framework='np') as f:
-      for file_name in f.keys():
-        name = _canonical_name(file_name)
-        if name not in table:
-          if _is_ignored(name, masked_lm) or (num_labels is None and name.startswith('classifier.')):
-            logging.warning('%s: ignoring tensor %s', path, file_name)
-          else:
-            unknown.append(file_name)
-          continue
-        t, w = table.pop(name), f.get_tensor(file_name)
-        if w.shape != t.hf_shape:
-          fix = (f'pass num_labels={w.shape[0]}, or None to train a fresh classifier'
-                 if t.path[0] == 'classifier' else f'make the config match the checkpoint\'s {CONFIG}')
-          raise UserError(f'{path}: tensor {file_name} has shape {list(w.shape)} but the config '
-                          f'expects {list(t.hf_shape)}: {fix}')
-        node = params
-        for key in t.path[:-1]:
-          node = node.setdefault(key, {})
-        node[t.path[-1]] = np.ascontiguousarray(t.to_ours(w).astype(param_dtype))
-  except safetensors.SafetensorError as e:
-    raise UserError(f'cannot read {path} ({e}): re-download or re-export the model') from None
-  if unknown:
-    raise UserError(f'{path} has {len(unknown)} tensors this BERT config does not know, e.g. '
-                    f'{unknown[0]}: make the config match the checkpoint\'s {CONFIG}')
+  with hf_common.open_weights(path) as f:
+    for file_name in f.keys():
+      name = _canonical_name(file_name)
+      if name not in table:
+        if _is_ignored(name, masked_lm) or (num_labels is None and name.startswith('classifier.')):
+          logging.warning('%s: ignoring tensor %s', path, file_name)
+        else:
+          unknown.append(file_name)
+        continue
+      t, w = table.pop(name), f.get_tensor(file_name)
+      fix = (f'pass num_labels={w.shape[0]}, or None to train a fresh classifier'
+             if t.path[0] == 'classifier' else hf_common.MATCH_CONFIG)
+      hf_common.check_shape(path, file_name, w, t.hf_shape, fix)
+      hf_common.set_param(params, t.path, t.to_ours(w), param_dtype)
+  hf_common.check_unknown(path, unknown, _FAMILY)
   missing = [name for name in table if not name.startswith('classifier.')]
   if missing:
     logging.warning('%s lacks %d encoder or masked-LM head tensors (e.g. %s); they keep their '
@@ -265,21 +191,7 @@ def import_params(hf_dir: str | os.PathLike, config: BertConfig,
 
 def _hf_tensors(params, table: list[_Tensor], model_name: str) -> dict[str, np.ndarray]:
   """Our params (optionally under 'params', boxed or not) -> {HF name: numpy array}, by `table`."""
-  params = nn.unbox(params)
-  if set(params) == {'params'}:
-    params = params['params']
-  tensors = {}
-  for t in table:
-    x = params
-    for key in t.path:
-      if key not in x:
-        raise ValueError(f'params lack {"/".join(t.path)}: pass {model_name} params')
-      x = x[key]
-    x = np.asarray(x, dtype=np.float32)
-    if x.shape != t.shape:
-      raise ValueError(f'params {"/".join(t.path)} has shape {x.shape}, config implies {t.shape}')
-    tensors[t.hf_name] = np.ascontiguousarray(t.to_hf(x))
-  return tensors
+  return hf_common.hf_tensors(hf_common.unwrap(params), table, f'pass {model_name} params')
 
 
 def _write(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], config: BertConfig,
@@ -294,11 +206,7 @@ def _write(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], config: B
       'pad_token_id': 0,
       **hf_fields,
   }
-  out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  (out_dir / CONFIG).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + '\n')
-  # transformers refuses safetensors files whose metadata lacks a known 'format'.
-  safetensors.numpy.save_file(tensors, str(out_dir / WEIGHTS), metadata={'format': 'pt'})
+  hf_common.write(out_dir, hf_config, tensors)
 
 
 def export(params, config: BertConfig, out_dir: str | os.PathLike, num_labels: int,

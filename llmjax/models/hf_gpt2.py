@@ -1,6 +1,6 @@
 """Hugging Face GPT-2 checkpoints (config.json + model.safetensors) <-> `llmjax.models.gpt` parameters.
 
-Safetensors only, read and written with the `safetensors` numpy API (see `hf_bert` for why).
+Safetensors only, read and written with the `safetensors` numpy API (see `hf_common` for why).
 
 HF GPT-2 uses `Conv1D` layers whose weight is already [in, out] (a torch Linear's transpose), and fuses
 the q, k and v projections into one `c_attn`, whose output columns are [q | k | v], each heads-major:
@@ -18,25 +18,20 @@ causal-mask buffers `attn.bias` / `attn.masked_bias` of old files are ignored.
 """
 
 import dataclasses
-import json
 import math
 import os
-import pathlib
 import re
 
 from absl import logging
 import numpy as np
-import flax.linen as nn
-import safetensors
-import safetensors.numpy
 
 from llmjax.errors import UserError
+from llmjax.models import hf_common
 from llmjax.models import layers
 from llmjax.models import gpt
 from llmjax.models.gpt import GPTConfig
-
-CONFIG = 'config.json'
-WEIGHTS = 'model.safetensors'
+# CONFIG and WEIGHTS stay importable from here: callers and tests name the files through this module.
+from llmjax.models.hf_common import CONFIG, WEIGHTS  # pylint: disable=unused-import
 
 # GPTConfig architecture field -> HF config.json key (HF's default when the key is absent).
 _ARCH_KEYS = {
@@ -141,50 +136,18 @@ def _is_ignored(name: str) -> bool:
   return re.fullmatch(r'h\.\d+\.attn\.(bias|masked_bias)', name) is not None
 
 
-def _check_dir(hf_dir: str | os.PathLike) -> pathlib.Path:
-  hf_dir = pathlib.Path(hf_dir)
-  if not hf_dir.is_dir():
-    raise UserError(f'Hugging Face model directory {hf_dir} does not exist: pass a directory holding '
-                    f'{CONFIG} and {WEIGHTS}')
-  return hf_dir
-
-
 def load_config(hf_dir: str | os.PathLike) -> dict:
   """Reads GPTConfig's architecture fields from `hf_dir`/config.json.
 
   Dropout rates and initializer_range are left out: they belong to the run, not the checkpoint.
   Use as `GPTConfig(**load_config(d), resid_dropout=...)`.
   """
-  path = _check_dir(hf_dir) / CONFIG
-  if not path.is_file():
-    raise UserError(f'{path} is missing: a Hugging Face GPT-2 directory needs {CONFIG} and {WEIGHTS}')
-  try:
-    hf = json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise UserError(f'{path} is not valid JSON ({e}): re-download or re-export the model') from None
-  if not isinstance(hf, dict):
-    raise UserError(f'{path} does not hold a JSON object: re-download or re-export the model')
-
-  def refuse(key, supported):
-    if key in hf and hf[key] != supported:
-      raise UserError(f'{path} has {key}={hf[key]!r} but llmjax GPT-2 supports only {supported!r}: '
-                      f'use a GPT-2 checkpoint with {key}={supported!r}')
-
-  refuse('model_type', 'gpt2')
-  refuse('scale_attn_weights', True)
-  refuse('scale_attn_by_inverse_layer_idx', False)
-  refuse('add_cross_attention', False)
-  fields = {}
-  for field, (key, default) in _ARCH_KEYS.items():
-    value = hf.get(key, default)
-    try:
-      fields[field] = type(default)(value)
-      # Lossless conversions only: 12.0 is a fine layer count; '12', 12.5 and true are not.
-      ok = fields[field] == value and isinstance(value, bool) == isinstance(default, bool)
-    except (TypeError, ValueError):
-      ok = False
-    if not ok:
-      raise UserError(f'{path} has {key}={value!r}, expected {type(default).__name__}: fix {CONFIG}')
+  path, hf = hf_common.read_config(hf_dir, 'GPT-2')
+  for key, supported in (('model_type', 'gpt2'), ('scale_attn_weights', True),
+                         ('scale_attn_by_inverse_layer_idx', False), ('add_cross_attention', False)):
+    hf_common.refuse(path, hf, key, supported, 'GPT-2')
+  fields = {field: hf_common.convert(path, key, hf.get(key, default), default)
+            for field, (key, default) in _ARCH_KEYS.items()}
   inner = hf.get('n_inner')
   fields['intermediate_size'] = 4 * fields['hidden_size'] if inner is None else int(inner)
   activation = hf.get('activation_function', 'gelu_new')
@@ -195,57 +158,32 @@ def load_config(hf_dir: str | os.PathLike) -> dict:
   return fields
 
 
-def _weights_file(hf_dir: pathlib.Path) -> pathlib.Path:
-  path = hf_dir / WEIGHTS
-  if not path.is_file():
-    if (hf_dir / 'pytorch_model.bin').exists():
-      raise UserError(
-          f'{hf_dir} has pytorch_model.bin but no {WEIGHTS}, and llmjax never unpickles weights: '
-          f'convert with `transformers.AutoModel.from_pretrained(dir).save_pretrained(dir)`')
-    raise UserError(f'{path} is missing: a Hugging Face GPT-2 directory needs {CONFIG} and {WEIGHTS}')
-  return path
-
-
 def import_params(hf_dir: str | os.PathLike, config: GPTConfig) -> dict:
   """Reads `hf_dir`/model.safetensors (GPT2Model or GPT2LMHeadModel) into `GPT`'s param layout.
 
   Returns a nested dict of numpy arrays in `config.param_dtype`, every param of `GPT(config)`
   (stacked under `layers` when config.scan_layers).
   """
-  path = _weights_file(_check_dir(hf_dir))
+  path = hf_common.weights_file(hf_dir, 'GPT-2')
   table = {t.hf_name: t for t in _tensors(config)}
   param_dtype = layers.dtype(config.param_dtype)
   params, unknown = {}, []
-  try:
-    with safetensors.safe_open(str(path), framework='np') as f:
-      for file_name in f.keys():
-        name = _canonical_name(file_name)
-        if name == 'lm_head.weight' and config.tie_embeddings:
-          continue  # a tied head stored anyway: it is wte
-        if name not in table:
-          if _is_ignored(name):
-            logging.info('%s: ignoring buffer %s', path, file_name)
-          else:
-            unknown.append(file_name)
-          continue
-        t, w = table.pop(name), f.get_tensor(file_name)
-        if w.shape != t.hf_shape:
-          raise UserError(f'{path}: tensor {file_name} has shape {list(w.shape)} but the config '
-                          f'expects {list(t.hf_shape)}: make the config match the checkpoint\'s '
-                          f'{CONFIG}')
-        for p, x in zip(t.paths, t.to_ours(w)):
-          node = params
-          for key in p[:-1]:
-            node = node.setdefault(key, {})
-          node[p[-1]] = np.ascontiguousarray(x.astype(param_dtype))
-  except safetensors.SafetensorError as e:
-    raise UserError(f'cannot read {path} ({e}): re-download or re-export the model') from None
-  if unknown:
-    raise UserError(f'{path} has {len(unknown)} tensors this GPT config does not know, e.g. '
-                    f'{unknown[0]}: make the config match the checkpoint\'s {CONFIG}')
-  if table:
-    raise UserError(f'{path} lacks {len(table)} tensors of this GPT config, e.g. {next(iter(table))}: '
-                    f'make the config match the checkpoint\'s {CONFIG}')
+  with hf_common.open_weights(path) as f:
+    for file_name in f.keys():
+      name = _canonical_name(file_name)
+      if name == 'lm_head.weight' and config.tie_embeddings:
+        continue  # a tied head stored anyway: it is wte
+      if name not in table:
+        if _is_ignored(name):
+          logging.info('%s: ignoring buffer %s', path, file_name)
+        else:
+          unknown.append(file_name)
+        continue
+      t, w = table.pop(name), f.get_tensor(file_name)
+      hf_common.check_shape(path, file_name, w, t.hf_shape)
+      for p, x in zip(t.paths, t.to_ours(w)):
+        hf_common.set_param(params, p, x, param_dtype)
+  hf_common.check_all_read(path, unknown, table, 'GPT')
   if config.scan_layers:
     params = gpt.stack_layers(params, config.num_layers)
   return params
@@ -260,24 +198,13 @@ def export(params, config: GPTConfig, out_dir: str | os.PathLike) -> None:
     config: a GPT-2-compatible GPTConfig (learned positions, LayerNorm, biases, no GQA).
     out_dir: created if needed; config.json and model.safetensors are (over)written.
   """
-  params = nn.unbox(params)
-  if set(params) == {'params'}:
-    params = params['params']
+  params = hf_common.unwrap(params)
   if config.scan_layers:
     params = gpt.unstack_layers(params, config.num_layers)
   tensors = {}
   for t in _tensors(config):
-    xs = []
-    for path, shape in zip(t.paths, t.shapes):
-      x = params
-      for key in path:
-        if key not in x:
-          raise ValueError(f'params lack {"/".join(path)}: pass the params of GPT(config)')
-        x = x[key]
-      x = np.asarray(x, dtype=np.float32)
-      if x.shape != shape:
-        raise ValueError(f'params {"/".join(path)} has shape {x.shape}, config implies {shape}')
-      xs.append(x)
+    xs = [hf_common.get_param(params, path, shape, 'pass the params of GPT(config)')
+          for path, shape in zip(t.paths, t.shapes)]
     name = t.hf_name if t.hf_name.startswith('lm_head') else 'transformer.' + t.hf_name
     tensors[name] = np.ascontiguousarray(t.to_hf(xs))
 
@@ -293,8 +220,4 @@ def export(params, config: GPTConfig, out_dir: str | os.PathLike) -> None:
       'bos_token_id': config.vocab_size - 1,
       'eos_token_id': config.vocab_size - 1,
   }
-  out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  (out_dir / CONFIG).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + '\n')
-  # transformers refuses safetensors files whose metadata lacks a known 'format'.
-  safetensors.numpy.save_file(tensors, str(out_dir / WEIGHTS), metadata={'format': 'pt'})
+  hf_common.write(out_dir, hf_config, tensors)

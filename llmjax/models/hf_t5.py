@@ -1,6 +1,6 @@
 """Hugging Face T5 checkpoints (config.json + model.safetensors) <-> `llmjax.models.t5` parameters.
 
-Safetensors only, read and written with the `safetensors` numpy API (see `hf_bert` for why). Covers
+Safetensors only, read and written with the `safetensors` numpy API (see `hf_common` for why). Covers
 `T5ForConditionalGeneration` files of T5 v1.0 (`t5-small`: ReLU `wi`, tied head scaled by
 d_model**-0.5) and v1.1 (`google/t5-v1_1-small`: gated-GELU `wi_0`/`wi_1`, untied `lm_head`).
 
@@ -29,23 +29,17 @@ scale_decoder_outputs=False. Files with a separate `lm_head.weight` and tie_word
 (the original v1.1 uploads, and our untied `export`) load untied.
 """
 
-import dataclasses
-import json
 import os
-import pathlib
 
 import numpy as np
-import flax.linen as nn
-import safetensors
-import safetensors.numpy
 
 from llmjax.errors import UserError
+from llmjax.models import hf_common
 from llmjax.models import layers
 from llmjax.models import t5
 from llmjax.models.t5 import T5Config
-
-CONFIG = 'config.json'
-WEIGHTS = 'model.safetensors'
+# CONFIG and WEIGHTS stay importable from here: callers and tests name the files through this module.
+from llmjax.models.hf_common import CONFIG, WEIGHTS, Tensor as _Tensor  # pylint: disable=unused-import
 
 # T5Config integer architecture field -> HF config.json key (HF's default when the key is absent).
 _ARCH_KEYS = {
@@ -60,24 +54,6 @@ _ARCH_KEYS = {
 }
 # Embedding copies some files store next to shared.weight.
 _IGNORED = ('encoder.embed_tokens.weight', 'decoder.embed_tokens.weight')
-
-
-@dataclasses.dataclass(frozen=True)
-class _Tensor:
-  """One HF tensor and the param it holds."""
-  hf_name: str  # e.g. 'encoder.block.0.layer.0.SelfAttention.q.weight'
-  path: tuple[str, ...]  # e.g. ('encoder', 'block_0', 'self_attention', 'q', 'kernel')
-  shape: tuple[int, ...]  # ours
-  hf_shape: tuple[int, ...]
-  transpose: bool = False  # torch Linear [out, in] -> our kernel [in, out]
-
-  def to_ours(self, w: np.ndarray) -> np.ndarray:
-    return (w.T if self.transpose else w).reshape(self.shape)
-
-  def to_hf(self, x: np.ndarray) -> np.ndarray:
-    if self.transpose:
-      return x.reshape(self.hf_shape[::-1]).T
-    return x.reshape(self.hf_shape)
 
 
 def _check_exportable(config: T5Config) -> None:
@@ -138,29 +114,13 @@ def _tensors(config: T5Config) -> list[_Tensor]:
   return table
 
 
-def _check_dir(hf_dir: str | os.PathLike) -> pathlib.Path:
-  hf_dir = pathlib.Path(hf_dir)
-  if not hf_dir.is_dir():
-    raise UserError(f'Hugging Face model directory {hf_dir} does not exist: pass a directory holding '
-                    f'{CONFIG} and {WEIGHTS}')
-  return hf_dir
-
-
 def load_config(hf_dir: str | os.PathLike) -> dict:
   """Reads T5Config's architecture fields from `hf_dir`/config.json.
 
   Dropout and initializer_factor are left out: they belong to the run, not the checkpoint. Use as
   `T5Config(**load_config(d), dropout_rate=...)`.
   """
-  path = _check_dir(hf_dir) / CONFIG
-  if not path.is_file():
-    raise UserError(f'{path} is missing: a Hugging Face T5 directory needs {CONFIG} and {WEIGHTS}')
-  try:
-    hf = json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise UserError(f'{path} is not valid JSON ({e}): re-download or re-export the model') from None
-  if not isinstance(hf, dict):
-    raise UserError(f'{path} does not hold a JSON object: re-download or re-export the model')
+  path, hf = hf_common.read_config(hf_dir, 'T5')
   if hf.get('model_type', 't5') != 't5':
     raise UserError(f'{path} has model_type={hf["model_type"]!r} but llmjax T5 supports only '
                     f'\'t5\': use a T5 checkpoint')
@@ -195,50 +155,26 @@ def load_config(hf_dir: str | os.PathLike) -> dict:
   return fields
 
 
-def _weights_file(hf_dir: pathlib.Path) -> pathlib.Path:
-  path = hf_dir / WEIGHTS
-  if not path.is_file():
-    if (hf_dir / 'pytorch_model.bin').exists():
-      raise UserError(
-          f'{hf_dir} has pytorch_model.bin but no {WEIGHTS}, and llmjax never unpickles weights: '
-          f'convert with `transformers.AutoModel.from_pretrained(dir).save_pretrained(dir)`')
-    raise UserError(f'{path} is missing: a Hugging Face T5 directory needs {CONFIG} and {WEIGHTS}')
-  return path
-
-
 def import_params(hf_dir: str | os.PathLike, config: T5Config) -> dict:
   """Reads `hf_dir`/model.safetensors (`T5ForConditionalGeneration`) into `T5`'s param layout.
 
   Returns a nested dict of numpy arrays in `config.param_dtype`, every param of `T5(config)`.
   """
-  path = _weights_file(_check_dir(hf_dir))
+  path = hf_common.weights_file(hf_dir, 'T5')
   table = {t.hf_name: t for t in _tensors(config)}
   param_dtype = layers.dtype(config.param_dtype)
   params, unknown = {}, []
-  try:
-    with safetensors.safe_open(str(path), framework='np') as f:
-      for name in f.keys():
-        if name in _IGNORED or (name == 'lm_head.weight' and config.tie_word_embeddings):
-          continue  # copies of shared.weight
-        if name not in table:
-          unknown.append(name)
-          continue
-        t, w = table.pop(name), f.get_tensor(name)
-        if w.shape != t.hf_shape:
-          raise UserError(f'{path}: tensor {name} has shape {list(w.shape)} but the config expects '
-                          f'{list(t.hf_shape)}: make the config match the checkpoint\'s {CONFIG}')
-        node = params
-        for key in t.path[:-1]:
-          node = node.setdefault(key, {})
-        node[t.path[-1]] = np.ascontiguousarray(t.to_ours(w).astype(param_dtype))
-  except safetensors.SafetensorError as e:
-    raise UserError(f'cannot read {path} ({e}): re-download or re-export the model') from None
-  if unknown:
-    raise UserError(f'{path} has {len(unknown)} tensors this T5 config does not know, e.g. '
-                    f'{unknown[0]}: make the config match the checkpoint\'s {CONFIG}')
-  if table:
-    raise UserError(f'{path} lacks {len(table)} tensors of this T5 config, e.g. {next(iter(table))}: '
-                    f'make the config match the checkpoint\'s {CONFIG}')
+  with hf_common.open_weights(path) as f:
+    for name in f.keys():
+      if name in _IGNORED or (name == 'lm_head.weight' and config.tie_word_embeddings):
+        continue  # copies of shared.weight
+      if name not in table:
+        unknown.append(name)
+        continue
+      t, w = table.pop(name), f.get_tensor(name)
+      hf_common.check_shape(path, name, w, t.hf_shape)
+      hf_common.set_param(params, t.path, t.to_ours(w), param_dtype)
+  hf_common.check_all_read(path, unknown, table, 'T5')
   return params
 
 
@@ -251,20 +187,8 @@ def export(params, config: T5Config, out_dir: str | os.PathLike) -> None:
     config: a HF-compatible T5Config (relative positions, pre-RMSNorm, no biases or extra scaling).
     out_dir: created if needed; config.json and model.safetensors are (over)written.
   """
-  params = nn.unbox(params)
-  if set(params) == {'params'}:
-    params = params['params']
-  tensors = {}
-  for t in _tensors(config):
-    x = params
-    for key in t.path:
-      if key not in x:
-        raise ValueError(f'params lack {"/".join(t.path)}: pass the params of T5(config)')
-      x = x[key]
-    x = np.asarray(x, dtype=np.float32)
-    if x.shape != t.shape:
-      raise ValueError(f'params {"/".join(t.path)} has shape {x.shape}, config implies {t.shape}')
-    tensors[t.hf_name] = np.ascontiguousarray(t.to_hf(x))
+  tensors = hf_common.hf_tensors(hf_common.unwrap(params), _tensors(config),
+                                'pass the params of T5(config)')
 
   hf_config = {
       'architectures': ['T5ForConditionalGeneration'],
@@ -283,8 +207,4 @@ def export(params, config: T5Config, out_dir: str | os.PathLike) -> None:
       'eos_token_id': 1,
       'decoder_start_token_id': 0,
   }
-  out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  (out_dir / CONFIG).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + '\n')
-  # transformers refuses safetensors files whose metadata lacks a known 'format'.
-  safetensors.numpy.save_file(tensors, str(out_dir / WEIGHTS), metadata={'format': 'pt'})
+  hf_common.write(out_dir, hf_config, tensors)
