@@ -120,6 +120,17 @@ def generate(model: nn.Module, params, prompt_ids: jax.Array, prompt_mask: jax.A
                     f'temperature=0 for greedy decoding')
   batch, prompt_len = prompt_ids.shape
   logits, cache, lengths = _prefill(model, params, prompt_ids, prompt_mask, max_new_tokens)
+  # After the last token its step is wasted, but keeps the loop uniform (the cache has the slot).
+  return _sample_loop(
+      lambda cache, token, t: _step(model, params, cache, token[:, None], lengths + t),
+      logits, cache, rng, batch=batch, max_new_tokens=max_new_tokens, temperature=temperature,
+      top_k=top_k, top_p=top_p, eos_id=eos_id, pad_id=pad_id)
+
+
+def _sample_loop(step, logits, cache, rng, *, batch, max_new_tokens, temperature, top_k, top_p,
+                 eos_id, pad_id):
+  """Draws up to max_new_tokens tokens per row: token t from `logits`, then
+  `step(cache, token, t) -> (logits, cache)` feeds it back. Rows stop at EOS, padded after it."""
   rng = jax.random.key(0) if rng is None else rng
 
   def cond(state):
@@ -134,15 +145,12 @@ def generate(model: nn.Module, params, prompt_ids: jax.Array, prompt_mask: jax.A
     tokens = tokens.at[:, t].set(token)
     if eos_id is not None:
       done = done | (token == eos_id)
-    # The next logits; after the last token this step is wasted but keeps the loop uniform (the cache
-    # has a slot for it).
-    logits, cache = _step(model, params, cache, token[:, None], lengths + t)
+    logits, cache = step(cache, token, t)
     return t + 1, cache, logits, tokens, done, rng
 
   tokens = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)
   done = jnp.zeros((batch,), bool)
-  state = jax.lax.while_loop(cond, body, (0, cache, logits, tokens, done, rng))
-  return state[3]
+  return jax.lax.while_loop(cond, body, (0, cache, logits, tokens, done, rng))[3]
 
 
 def _gather_beams(x: jax.Array, index: jax.Array) -> jax.Array:
@@ -306,27 +314,12 @@ def seq2seq_generate(model: nn.Module, params, input_ids: jax.Array, input_mask:
     return logits[:, -1], updated['cache']
 
   logits, cache = step(cache, jnp.full((batch,), decoder_start_id, jnp.int32))
-  rng = jax.random.key(0) if rng is None else rng
 
-  def cond(state):
-    t, _, _, _, done, _ = state
-    return (t < max_new_tokens) & ~jnp.all(done)
-
-  def body(state):
-    t, cache, logits, tokens, done, rng = state
-    rng, key = jax.random.split(rng)
-    token = sample_logits(logits, key, temperature=temperature, top_k=top_k, top_p=top_p)
-    token = jnp.where(done, pad_id, token)
-    tokens = tokens.at[:, t].set(token)
-    if eos_id is not None:
-      done = done | (token == eos_id)
+  def feed_back(cache, token, t):
     # The cache has max_new_tokens slots: the start token and all new tokens but the last, which
-    # is never fed back.
-    logits, cache = jax.lax.cond(t + 1 < max_new_tokens, step, lambda c, _: (logits, c), cache,
-                                 token)
-    return t + 1, cache, logits, tokens, done, rng
+    # is never fed back (its branch returns logits of the right shape that nothing reads).
+    return jax.lax.cond(t + 1 < max_new_tokens, step, lambda c, _: (logits, c), cache, token)
 
-  tokens = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)
-  done = jnp.zeros((batch,), bool)
-  state = jax.lax.while_loop(cond, body, (0, cache, logits, tokens, done, rng))
-  return state[3]
+  return _sample_loop(feed_back, logits, cache, rng, batch=batch, max_new_tokens=max_new_tokens,
+                      temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id,
+                      pad_id=pad_id)
