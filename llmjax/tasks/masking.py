@@ -1,11 +1,14 @@
-"""Masked language modelling inputs (Devlin et al., 2019): which tokens to predict, and what the
-model sees in their place.
+"""Corrupted inputs for pretraining: masked language modelling (Devlin et al., 2019) and T5's span
+corruption (Raffel et al., 2020): which tokens to predict, and what the model sees in their place.
 
-15% of the real, non-special tokens are chosen; of those, 80% become [MASK], 10% a random token and
+Masked LM: 15% of the real, non-special tokens are chosen; of those, 80% become [MASK], 10% a random token and
 10% stay as they are, so the model cannot learn that only [MASK] positions matter. With whole-word
 masking every sub-token of a chosen word is chosen with it (word pieces continuing a word are the
 ones whose `word_start` is False). The choice is a pure function of the numpy Generator passed in,
 so a pipeline that seeds it from (seed, step) masks a resumed run exactly as an uninterrupted one.
+
+Span corruption: about 15% of the tokens, in spans of mean length 3, are each replaced by one sentinel
+in the inputs; the targets spell out the sentinels and the spans they hide.
 """
 
 import numpy as np
@@ -49,3 +52,48 @@ def mask_tokens(input_ids: np.ndarray, attention_mask: np.ndarray, *, rng: np.ra
   inputs = np.where(replace_with_mask, mask_id, input_ids)
   inputs = np.where(replace_with_random, random_ids, inputs).astype(input_ids.dtype)
   return inputs, input_ids.copy(), chosen.astype(np.float32)
+
+
+def random_spans_noise_mask(length: int, *, rng: np.random.Generator, noise_density: float = 0.15,
+                            mean_noise_span_length: float = 3.0) -> np.ndarray:
+  """T5's span-corruption mask (Raffel et al., 2020): [length] bool, True on noise tokens.
+
+  round(length * noise_density) tokens are noise, in round(noise / mean_noise_span_length) spans;
+  the noise and the kept tokens are each cut into that many non-empty runs at random, and the runs
+  alternate, starting with kept tokens, as in T5's `random_spans_noise_mask`.
+  """
+  if length < 2:
+    return np.zeros(length, bool)
+  num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
+  num_spans = max(int(round(num_noise / mean_noise_span_length)), 1)
+  num_spans = min(num_spans, num_noise, length - num_noise)
+
+  def segment_lengths(num_items: int) -> np.ndarray:
+    """num_items cut into num_spans non-empty runs, uniformly over the possible cuts."""
+    cuts = np.sort(rng.choice(np.arange(1, num_items), num_spans - 1, replace=False))
+    return np.diff(np.concatenate([[0], cuts, [num_items]]))
+
+  runs = np.stack([segment_lengths(length - num_noise), segment_lengths(num_noise)], 1).reshape(-1)
+  return np.repeat(np.tile([False, True], num_spans), runs)
+
+
+def span_corruption(ids: np.ndarray, noise: np.ndarray, *, sentinel_ids: np.ndarray,
+                    eos_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """(inputs, targets) of T5's objective: each noise span of `ids` becomes one sentinel in the
+  inputs, and the targets list each sentinel followed by the span it hides; both end in EOS.
+
+  `sentinel_ids[i]` is the i-th sentinel (T5: <extra_id_i>, counted down from the top of the vocab).
+  """
+  starts = noise & ~np.concatenate([[False], noise[:-1]])
+  span_index = np.cumsum(starts) - 1
+  if starts.sum() > len(sentinel_ids):
+    raise ValueError(f'{starts.sum()} noise spans but only {len(sentinel_ids)} sentinels')
+
+  # The first token of each span carries its sentinel; the rest of the span is dropped.
+  inputs = np.where(starts, sentinel_ids[np.maximum(span_index, 0)], ids)[~noise | starts]
+  targets = []
+  for i in range(int(starts.sum())):
+    targets.append(sentinel_ids[i])
+    targets.extend(ids[noise & (span_index == i)].tolist())
+  return (np.concatenate([inputs, [eos_id]]).astype(np.int32),
+          np.asarray(targets + [eos_id], np.int32))

@@ -72,3 +72,27 @@ def test_whole_word_masking_takes_every_piece_of_a_word():
                      if candidate[row, pos] and word_start[row, pos] and weights[row, pos])
   words = (candidate & word_start).sum()
   assert abs(chosen_words / words - 0.15) < 0.02
+
+
+def test_span_noise_mask_density_and_spans():
+  from llmjax.tasks.masking import random_spans_noise_mask
+  for seed in range(20):
+    noise = random_spans_noise_mask(100, rng=np.random.default_rng(seed))
+    assert noise.sum() == 15  # round(100 * 0.15)
+    starts = noise & ~np.concatenate([[False], noise[:-1]])
+    assert starts.sum() == 5  # round(15 / 3) spans
+    assert not noise[0]  # Kept tokens come first, as in T5.
+  a = random_spans_noise_mask(64, rng=np.random.default_rng(3))
+  np.testing.assert_array_equal(a, random_spans_noise_mask(64, rng=np.random.default_rng(3)))
+  assert not random_spans_noise_mask(1, rng=np.random.default_rng(0)).any()
+
+
+def test_span_corruption_inputs_and_targets():
+  from llmjax.tasks.masking import span_corruption
+  ids = np.arange(10, 20)
+  noise = np.zeros(10, bool)
+  noise[[2, 3, 7]] = True
+  sentinels = np.array([99, 98, 97])
+  inputs, targets = span_corruption(ids, noise, sentinel_ids=sentinels, eos_id=1)
+  assert inputs.tolist() == [10, 11, 99, 14, 15, 16, 98, 18, 19, 1]
+  assert targets.tolist() == [99, 12, 13, 98, 17, 1]
