@@ -43,3 +43,16 @@ def test_command_prints_the_counts():
                        capture_output=True, text=True, timeout=120, cwd=REPO)
   assert run.returncode == 0, run.stderr
   assert 'bert 109,482,240' in run.stdout and 'train FLOPs/token' in run.stdout
+
+
+def test_architecture_fields_that_default_to_none_are_overridable_from_the_command_line():
+  """num_kv_heads defaults to None (= num_heads); 2 of 4 heads halves the tiny GPT's k and v."""
+  run = subprocess.run([sys.executable, '-m', 'llmjax.model_info',
+                        f'--config={REPO}/configs/gpt_lm.py:tiny', '--config.model.num_kv_heads=2'],
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+  assert run.returncode == 0, run.stderr
+  config = load_config('gpt_lm', 'tiny')
+  assert config.model.num_kv_heads is None
+  full = model_info.describe(config)['params']
+  # Per layer, k and v lose 2 heads of 8: kernels 32 x 2 x 8 and biases 2 x 8, each.
+  assert f'parameters          {full - 2 * 2 * (32 * 2 * 8 + 2 * 8):,}' in run.stdout

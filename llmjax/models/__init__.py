@@ -6,11 +6,13 @@ family's architecture dataclass. `model_config(name)` gives those defaults.
 """
 
 import dataclasses
+import typing
 from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
 
 import flax.linen as nn
 import ml_collections
+from ml_collections import config_dict
 from absl import logging
 
 from llmjax import assets
@@ -48,8 +50,11 @@ def family(model_config: ml_collections.ConfigDict) -> Family:
 def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
   """`config.model` for family `name`: its architecture defaults, then `overrides`."""
   arch = dataclasses.asdict(FAMILIES[name].config_cls())
-  # ConfigDict fields keep their first type; None would lock a field to None forever.
-  arch = {k: v for k, v in arch.items() if v is not None}
+  for field in dataclasses.fields(FAMILIES[name].config_cls):
+    if arch[field.name] is None:
+      # A plain None field cannot be overridden from the command line; a typed placeholder can.
+      kind, = (t for t in typing.get_args(field.type) if t is not type(None))
+      arch[field.name] = config_dict.placeholder(kind)
   c = ml_collections.ConfigDict(dict(name=name, init_from='', **arch))
   c.update(overrides)
   return c
