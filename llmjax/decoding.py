@@ -1,17 +1,21 @@
-"""Autoregressive decoding from a decoder-only model over its KV cache: greedy and sampling.
+"""Autoregressive decoding over a KV cache: greedy, sampling and beam search.
 
-Prompts are LEFT-padded to one length P (`prompt_mask` 0 = padding): every row's last prompt token
-then sits in slot P-1 and every row writes its t-th new token into cache slot P+t, so all rows share
-one `cache_index`. Padding gets segment id 0 and the prompt segment id 1, so real tokens never attend
-to padding, and positions count real tokens only (cumsum(mask) - 1), as HF `generate` does for
-left-padded GPT-2.
+Decoder-only models (`generate`, `beam_search`) take prompts LEFT-padded to one length P
+(`prompt_mask` 0 = padding): every row's last prompt token then sits in slot P-1 and every row
+writes its t-th new token into cache slot P+t, so all rows share one `cache_index`. Padding gets
+segment id 0 and the prompt segment id 1, so real tokens never attend to padding, and positions
+count real tokens only (cumsum(mask) - 1), as HF `generate` does for left-padded GPT-2.
 
-The whole loop (prefill, then one cached step per token) is one jitted `jax.lax.while_loop`, which
-ends early once every row has produced `eos_id`. Tokens after a row's EOS are `pad_id`.
+Encoder-decoder models (`t5.T5`) decode with `seq2seq_generate` and `seq2seq_beam_search`: the
+source is encoded once (right padding is fine: it is only ever attended to through `input_mask`),
+and the decoder starts from `decoder_start_id` (T5: the pad id 0) in cache slot 0.
 
-Encoder-decoder models (`t5.T5`) decode with `seq2seq_generate`: the source is encoded once (right
-padding is fine: it is only ever attended to through `input_mask`), and the decoder starts from
-`decoder_start_id` (T5: the pad id 0) in cache slot 0.
+Each decoder is one jitted function: the prefill (or encoding), then one `jax.lax.while_loop` of
+cached steps, which ends early once every row is done (greedy and sampling: it has produced
+`eos_id`; beam search: HF's stopping rule). Tokens after a row's EOS are `pad_id`. Both model kinds
+share the loops, `_sample_loop` and `_beam_loop`, through a `step(cache, tokens, t)` function. Beam
+search keeps num_beams rows per batch row (row b * k + j is beam j of b) and reorders the cache's
+rows to each new beam's parent before every step.
 """
 
 import functools
@@ -158,45 +162,32 @@ def _gather_beams(x: jax.Array, index: jax.Array) -> jax.Array:
   return jax.vmap(lambda xb, ib: xb[ib])(x, index)
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'num_beams', 'max_new_tokens', 'eos_id',
-                                             'length_penalty', 'early_stopping', 'pad_id'))
-def beam_search(model: nn.Module, params, prompt_ids: jax.Array, prompt_mask: jax.Array, *,
-                num_beams: int, max_new_tokens: int, eos_id: int | None = None,
-                length_penalty: float = 1.0, early_stopping: bool | str = False,
-                pad_id: int = 0) -> tuple[jax.Array, jax.Array]:
-  """Beam search with HF `generate(num_beams=..., do_sample=False)` semantics, step for step.
-
-  Each step expands the `num_beams` running beams to their 2 * num_beams best continuations by
-  summed log-probability. Continuations ending in `eos_id` (or reaching max_new_tokens) that rank
-  among the first num_beams become finished hypotheses, scored as in HF:
-
-    score = sum of log-probs / (number of generated tokens, EOS included) ** length_penalty
-
-  (HF's convention; T5X divides by ((5 + len) / 6) ** alpha instead). The best num_beams unfinished
-  continuations keep running. `early_stopping` is HF's: True stops a row once it has num_beams
-  finished hypotheses; False stops when the best running beam, scored at its current length, cannot
-  beat the worst finished one; 'never' scores it at max length when length_penalty > 0. As in HF,
-  the loop runs while any row may still improve.
-
-  Args: as `generate` (left-padded prompts), plus num_beams, length_penalty and early_stopping.
-
-  Returns:
-    tokens [B, max_new_tokens] int32 of each row's best hypothesis (`pad_id` after its EOS), and its
-    score [B] float32.
-  """
+def _check_beams(num_beams: int, early_stopping) -> None:
   if num_beams < 1:
     raise UserError(f'num_beams={num_beams} must be >= 1')
   if early_stopping not in (True, False, 'never'):
     raise UserError(f'early_stopping={early_stopping!r} is not one of True, False, "never"')
-  batch, prompt_len = prompt_ids.shape
+
+
+def _repeat_beams(tree, num_beams: int):
+  """Repeats every batch row num_beams times (row b * k + j is beam j of b); scalars (cache
+  indices) stay."""
+  return jax.tree.map(lambda x: jnp.repeat(x, num_beams, axis=0) if x.ndim else x, tree)
+
+
+def _beam_loop(step, logits, cache, *, batch, num_beams, max_new_tokens, eos_id, length_penalty,
+               early_stopping, pad_id):
+  """Beam search shared by decoder-only and encoder-decoder models (see `beam_search`).
+
+  `logits` [B * k, V] and `cache` are already repeated per beam (row b * k + j is beam j of batch
+  row b); `step(cache, tokens [B * k], t) -> (logits [B * k, V], cache)` feeds the t-th new tokens
+  back, after the cache's rows have been reordered to their beams' parents.
+
+  Returns the best finished hypothesis per row [B, max_new_tokens] and its score [B].
+  """
   k = num_beams
   keep = 2 * k  # as HF with one EOS id: enough candidates that k stay unfinished
   neg = -1.0e9
-  logits, cache, lengths = _prefill(model, params, prompt_ids, prompt_mask, max_new_tokens)
-  # Every beam starts from the prompt: repeat the batch rows k times (row b * k + j is beam j of b).
-  repeat = lambda x: jnp.repeat(x, k, axis=0) if x.ndim else x
-  cache = jax.tree.map(repeat, cache)
-  logits, lengths = repeat(logits), repeat(lengths)
   vocab = logits.shape[-1]
 
   running = jnp.full((batch, k, max_new_tokens), pad_id, jnp.int32)
@@ -256,7 +247,7 @@ def beam_search(model: nn.Module, params, prompt_ids: jax.Array, prompt_mask: ja
     rows = (jnp.arange(batch)[:, None] * k + beam_parent).reshape(-1)
     cache = jax.tree.map(lambda x: x[rows] if x.ndim else x, cache)
     token = running[:, :, t].reshape(-1)
-    logits, cache = _step(model, params, cache, token[:, None], lengths + t)
+    logits, cache = step(cache, token, t)
     return (t + 1, cache, logits, running, running_scores, finished, finished_scores, is_finished,
             may_improve, jnp.all(hits))
 
@@ -265,6 +256,85 @@ def beam_search(model: nn.Module, params, prompt_ids: jax.Array, prompt_mask: ja
   state = jax.lax.while_loop(cond, body, state)
   finished, finished_scores = state[5], state[6]
   return finished[:, 0], finished_scores[:, 0]
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'num_beams', 'max_new_tokens', 'eos_id',
+                                             'length_penalty', 'early_stopping', 'pad_id'))
+def beam_search(model: nn.Module, params, prompt_ids: jax.Array, prompt_mask: jax.Array, *,
+                num_beams: int, max_new_tokens: int, eos_id: int | None = None,
+                length_penalty: float = 1.0, early_stopping: bool | str = False,
+                pad_id: int = 0) -> tuple[jax.Array, jax.Array]:
+  """Beam search with HF `generate(num_beams=..., do_sample=False)` semantics, step for step.
+
+  Each step expands the `num_beams` running beams to their 2 * num_beams best continuations by
+  summed log-probability. Continuations ending in `eos_id` (or reaching max_new_tokens) that rank
+  among the first num_beams become finished hypotheses, scored as in HF:
+
+    score = sum of log-probs / (number of generated tokens, EOS included) ** length_penalty
+
+  (HF's convention; T5X divides by ((5 + len) / 6) ** alpha instead). The best num_beams unfinished
+  continuations keep running. `early_stopping` is HF's: True stops a row once it has num_beams
+  finished hypotheses; False stops when the best running beam, scored at its current length, cannot
+  beat the worst finished one; 'never' scores it at max length when length_penalty > 0. As in HF,
+  the loop runs while any row may still improve.
+
+  Args: as `generate` (left-padded prompts), plus num_beams, length_penalty and early_stopping.
+
+  Returns:
+    tokens [B, max_new_tokens] int32 of each row's best hypothesis (`pad_id` after its EOS), and its
+    score [B] float32.
+  """
+  _check_beams(num_beams, early_stopping)
+  batch = prompt_ids.shape[0]
+  logits, cache, lengths = _prefill(model, params, prompt_ids, prompt_mask, max_new_tokens)
+  # Every beam starts from the prompt.
+  logits, cache, lengths = _repeat_beams((logits, cache, lengths), num_beams)
+  # After the last token its step is wasted, but keeps the loop uniform (the cache has the slot).
+  return _beam_loop(
+      lambda cache, token, t: _step(model, params, cache, token[:, None], lengths + t),
+      logits, cache, batch=batch, num_beams=num_beams, max_new_tokens=max_new_tokens,
+      eos_id=eos_id, length_penalty=length_penalty, early_stopping=early_stopping, pad_id=pad_id)
+
+
+def _seq2seq_start(model, params, input_ids, input_mask, *, max_new_tokens, decoder_start_id,
+                   num_beams=1):
+  """Encodes the source once and feeds the decoder its start token (cache slot 0).
+
+  With num_beams > 1 every batch row becomes num_beams rows (row b * k + j is beam j of b) after
+  encoding. Returns the start token's logits [B * num_beams, V], the cache (max_new_tokens slots)
+  and `feed_back(cache, tokens, t) -> (logits, cache)` for the shared loops.
+  """
+  if max_new_tokens < 1:
+    raise UserError(f'max_new_tokens={max_new_tokens} must be >= 1')
+  config = getattr(model, 'config', None)
+  limit = getattr(config, 'max_position_embeddings', None)
+  if getattr(config, 'position', None) == 'sinusoidal' and limit and max_new_tokens > limit:
+    # The position table would be read past its end, silently.
+    raise UserError(f'max_new_tokens={max_new_tokens} exceeds max_position_embeddings={limit}: '
+                    f'generate at most that many tokens')
+  encoded = model.apply({'params': params}, input_ids, input_mask, deterministic=True,
+                        method='encode')
+  input_ids, input_mask, encoded = _repeat_beams((input_ids, input_mask, encoded), num_beams)
+  rows = input_ids.shape[0]
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), input_ids, jnp.zeros((rows, max_new_tokens), jnp.int32),
+      input_mask=input_mask, deterministic=True, decode=True)['cache'])
+  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def step(cache, token):
+    logits, updated = model.apply({'params': params, 'cache': cache}, token[:, None], encoded,
+                                  input_mask, deterministic=True, decode=True, mutable=['cache'],
+                                  method='decode')
+    return logits[:, -1], updated['cache']
+
+  logits, cache = step(cache, jnp.full((rows,), decoder_start_id, jnp.int32))
+
+  def feed_back(cache, token, t):
+    # The cache has max_new_tokens slots: the start token and all new tokens but the last, which
+    # is never fed back (its branch returns logits of the right shape that nothing reads).
+    return jax.lax.cond(t + 1 < max_new_tokens, step, lambda c, _: (logits, c), cache, token)
+
+  return logits, cache, feed_back
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'max_new_tokens', 'temperature', 'top_k',
@@ -288,38 +358,40 @@ def seq2seq_generate(model: nn.Module, params, input_ids: jax.Array, input_mask:
   Returns:
     [B, max_new_tokens] int32 new tokens (without the start token).
   """
-  if max_new_tokens < 1:
-    raise UserError(f'max_new_tokens={max_new_tokens} must be >= 1')
   if temperature > 0.0 and rng is None:
     raise UserError(f'sampling with temperature={temperature} needs a PRNG key: pass rng=, or '
                     f'temperature=0 for greedy decoding')
-  config = getattr(model, 'config', None)
-  limit = getattr(config, 'max_position_embeddings', None)
-  if getattr(config, 'position', None) == 'sinusoidal' and limit and max_new_tokens > limit:
-    # The position table would be read past its end, silently.
-    raise UserError(f'max_new_tokens={max_new_tokens} exceeds max_position_embeddings={limit}: '
-                    f'generate at most that many tokens')
-  batch = input_ids.shape[0]
-  encoded = model.apply({'params': params}, input_ids, input_mask, deterministic=True,
-                        method='encode')
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), input_ids, jnp.zeros((batch, max_new_tokens), jnp.int32),
-      input_mask=input_mask, deterministic=True, decode=True)['cache'])
-  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  logits, cache, feed_back = _seq2seq_start(model, params, input_ids, input_mask,
+                                            max_new_tokens=max_new_tokens,
+                                            decoder_start_id=decoder_start_id)
+  return _sample_loop(feed_back, logits, cache, rng, batch=input_ids.shape[0],
+                      max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                      top_p=top_p, eos_id=eos_id, pad_id=pad_id)
 
-  def step(cache, token):
-    logits, updated = model.apply({'params': params, 'cache': cache}, token[:, None], encoded,
-                                  input_mask, deterministic=True, decode=True, mutable=['cache'],
-                                  method='decode')
-    return logits[:, -1], updated['cache']
 
-  logits, cache = step(cache, jnp.full((batch,), decoder_start_id, jnp.int32))
+@functools.partial(jax.jit, static_argnames=('model', 'num_beams', 'max_new_tokens', 'eos_id',
+                                             'length_penalty', 'early_stopping', 'pad_id',
+                                             'decoder_start_id'))
+def seq2seq_beam_search(model: nn.Module, params, input_ids: jax.Array, input_mask: jax.Array, *,
+                        num_beams: int, max_new_tokens: int, eos_id: int | None = None,
+                        length_penalty: float = 1.0, early_stopping: bool | str = False,
+                        pad_id: int = 0, decoder_start_id: int = 0
+                        ) -> tuple[jax.Array, jax.Array]:
+  """Beam search for encoder-decoder inputs (HF `generate(num_beams=..., do_sample=False)` for
+  `T5ForConditionalGeneration`), with `beam_search`'s semantics and scores: the length penalty
+  counts generated tokens only, not the decoder start token.
 
-  def feed_back(cache, token, t):
-    # The cache has max_new_tokens slots: the start token and all new tokens but the last, which
-    # is never fed back (its branch returns logits of the right shape that nothing reads).
-    return jax.lax.cond(t + 1 < max_new_tokens, step, lambda c, _: (logits, c), cache, token)
+  Args: as `seq2seq_generate` (without sampling), plus num_beams, length_penalty and early_stopping
+    as `beam_search`.
 
-  return _sample_loop(feed_back, logits, cache, rng, batch=batch, max_new_tokens=max_new_tokens,
-                      temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id,
-                      pad_id=pad_id)
+  Returns:
+    tokens [B, max_new_tokens] int32 of each row's best hypothesis (without the start token,
+    `pad_id` after its EOS), and its score [B] float32.
+  """
+  _check_beams(num_beams, early_stopping)
+  logits, cache, feed_back = _seq2seq_start(model, params, input_ids, input_mask,
+                                            max_new_tokens=max_new_tokens,
+                                            decoder_start_id=decoder_start_id, num_beams=num_beams)
+  return _beam_loop(feed_back, logits, cache, batch=input_ids.shape[0], num_beams=num_beams,
+                    max_new_tokens=max_new_tokens, eos_id=eos_id, length_penalty=length_penalty,
+                    early_stopping=early_stopping, pad_id=pad_id)

@@ -1,4 +1,5 @@
-"""Decoding: the cached jitted loop equals full recomputation; sampling settings; EOS handling."""
+"""Decoding: the cached jitted loop equals full recomputation; sampling settings; EOS handling; beam
+search for decoder-only and encoder-decoder models (HF equality: tests/models/test_hf_*.py)."""
 
 import dataclasses
 
@@ -9,7 +10,7 @@ import pytest
 
 from llmjax import decoding
 from llmjax.errors import UserError
-from llmjax.models import gpt
+from llmjax.models import gpt, t5
 
 CONFIG = gpt.GPTConfig(vocab_size=64, max_position_embeddings=32, hidden_size=16, num_layers=2,
                        num_heads=4, intermediate_size=32)
@@ -130,3 +131,48 @@ def test_beam_size_1_equals_greedy_and_beams_score_at_least_greedy():
   with pytest.raises(UserError, match='early_stopping'):
     decoding.beam_search(MODEL, PARAMS, ids, mask, num_beams=2, max_new_tokens=2,
                          early_stopping='sometimes')
+
+
+T5_CONFIG = t5.T5Config(vocab_size=64, d_model=16, d_kv=6, d_ff=32, num_layers=2,
+                        num_decoder_layers=3, num_heads=4, relative_attention_num_buckets=8,
+                        dropout_rate=0.0)
+
+
+def t5_model_and_inputs():
+  """A tiny random T5 (peaked as PARAMS) and right-padded sources of 7 and 4 real tokens."""
+  model = t5.T5(T5_CONFIG)
+  ids = np.random.default_rng(1).integers(2, 64, (2, 7)).astype(np.int32)
+  mask = np.ones((2, 7), np.int32)
+  mask[1, 4:] = 0
+  params = model.init(jax.random.key(2), ids, ids[:, :3], deterministic=True)['params']
+  return model, jax.tree.map(lambda x: x * 4, params), ids * mask, mask
+
+
+def test_seq2seq_beam_size_1_equals_greedy_and_scores_are_log_probs():
+  model, params, ids, mask = t5_model_and_inputs()
+  greedy = decoding.seq2seq_generate(model, params, ids, mask, max_new_tokens=6)
+  tokens, _ = decoding.seq2seq_beam_search(model, params, ids, mask, num_beams=1, max_new_tokens=6)
+  np.testing.assert_array_equal(tokens, greedy)
+
+  tokens, scores = decoding.seq2seq_beam_search(model, params, ids, mask, num_beams=3,
+                                                max_new_tokens=6, length_penalty=0.0)
+  # Teacher forcing the hypotheses after the start token 0 must give back their scores.
+  dec = np.concatenate([np.zeros((2, 1), np.int32), np.asarray(tokens)[:, :-1]], axis=1)
+  logp = jax.nn.log_softmax(model.apply({'params': params}, ids, dec, input_mask=mask,
+                                        deterministic=True), axis=-1)
+  expected = np.take_along_axis(np.asarray(logp), np.asarray(tokens)[..., None], -1).sum((1, 2))
+  np.testing.assert_allclose(scores, expected, atol=1e-4)
+
+
+def test_beam_search_user_errors():
+  ids, mask = prompts()
+  with pytest.raises(UserError, match='num_beams=0 must be >= 1'):
+    decoding.beam_search(MODEL, PARAMS, ids, mask, num_beams=0, max_new_tokens=2)
+  model, params, src, src_mask = t5_model_and_inputs()
+  with pytest.raises(UserError, match='num_beams=0 must be >= 1'):
+    decoding.seq2seq_beam_search(model, params, src, src_mask, num_beams=0, max_new_tokens=2)
+  with pytest.raises(UserError, match='early_stopping'):
+    decoding.seq2seq_beam_search(model, params, src, src_mask, num_beams=2, max_new_tokens=2,
+                                 early_stopping='sometimes')
+  with pytest.raises(UserError, match='max_new_tokens=0'):
+    decoding.seq2seq_beam_search(model, params, src, src_mask, num_beams=2, max_new_tokens=0)

@@ -1,4 +1,5 @@
-"""Hugging Face T5 interop: logits and greedy generations equal transformers', export round trips.
+"""Hugging Face T5 interop: logits, greedy and beam generations equal transformers', export round
+trips.
 
 transformers (PyTorch) is the reference here only; llmjax itself never imports it. Both T5 v1.0
 (ReLU, tied and scaled head) and v1.1 (gated-GELU, unscaled head) layouts are checked.
@@ -136,6 +137,41 @@ def test_greedy_generation_matches_hf_with_its_cache(variant, tmp_path):
                                               eos_id=1))
   assert len(np.unique(expected)) > 3
   np.testing.assert_array_equal(ours[:, :expected.shape[1]], expected)
+
+
+
+@pytest.mark.parametrize('length_penalty,early_stopping', [(1.0, False), (2.0, True), (0.6, True),
+                                                           (0.5, 'never')])
+def test_beam_search_matches_hf(hf_gen_dir, length_penalty, early_stopping):
+  variant, path, hf_model = hf_gen_dir
+  config = our_config(variant)
+  params = hf_t5.import_params(path, config)
+  model = t5.T5(config)
+  ids, mask, _ = inputs(seed=1)  # right-padded rows of 9, 6 and 3 real tokens
+  n = 8
+  greedy = np.asarray(decoding.seq2seq_generate(model, params, ids, mask, max_new_tokens=n))
+  eos = int(greedy[0, 3])  # a token the model likes, so hypotheses finish at different lengths
+  with torch.no_grad():
+    out = hf_model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), do_sample=False,
+                            num_beams=4, max_new_tokens=n, length_penalty=length_penalty,
+                            early_stopping=early_stopping, eos_token_id=eos, pad_token_id=0,
+                            use_cache=False,  # as in test_greedy_generation_matches_hf
+                            output_scores=True, return_dict_in_generate=True)
+  expected = out.sequences.numpy()[:, 1:]  # drop the start token
+  # HF's beam search fills after EOS with `pad_token_id or eos_token_id`, i.e. with EOS for T5's pad
+  # id 0; ours pads.
+  after_eos = np.cumsum(expected == eos, axis=1) - (expected == eos) > 0
+  expected = np.where(after_eos, 0, expected)
+  expected = np.pad(expected, ((0, 0), (0, n - expected.shape[1])))
+  tokens, scores = decoding.seq2seq_beam_search(model, params, ids, mask, num_beams=4,
+                                                max_new_tokens=n, eos_id=eos,
+                                                length_penalty=length_penalty,
+                                                early_stopping=early_stopping)
+  np.testing.assert_array_equal(tokens, expected)
+  np.testing.assert_allclose(scores, out.sequences_scores.numpy(), atol=1e-4)
+  if length_penalty <= 1.0:  # (2.0 favours long hypotheses: v1.1's best ones never end)
+    assert np.any(np.asarray(tokens) == eos)  # EOS handling was exercised
+  assert np.any(np.asarray(tokens) != greedy)  # and the beams found something greedy did not
 
 
 def test_export_loads_in_transformers_with_same_logits(hf_dir, tmp_path):
