@@ -8,6 +8,7 @@ Gradient accumulation lives in the train step, so one optimizer update is one st
 import re
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -24,8 +25,14 @@ def decay_mask(params, no_decay: str):
 
 
 def learning_rate(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 to `lr`, then linear or cosine decay to 0 (or constant) at `total_steps`."""
+  """Linear warmup from 0 to `lr`, then linear or cosine decay to 0 (or constant) at `total_steps`.
+
+  'rsqrt' is T5's inverse square root instead: `lr` for the first warmup steps (no ramp), then
+  lr * sqrt(warmup / step); with lr 0.01 and 10^4 warmup steps, 1 / sqrt(max(step, 10^4)).
+  """
   warmup = int(config.warmup_frac * total_steps)
+  if config.schedule == 'rsqrt':
+    return lambda step: config.lr * jnp.sqrt(max(warmup, 1) / jnp.maximum(step, max(warmup, 1)))
   decay_steps = max(total_steps - warmup, 1)
   after = {
       'linear': optax.linear_schedule(config.lr, 0.0, decay_steps),
@@ -38,10 +45,18 @@ def learning_rate(config: ml_collections.ConfigDict, total_steps: int) -> optax.
 
 
 def make(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-  """AdamW (decoupled weight decay, Loshchilov & Hutter 2019) behind global-norm clipping."""
+  """AdamW (decoupled weight decay, Loshchilov & Hutter 2019) or Adafactor (Shazeer & Stern 2018,
+  as T5 pre-trained: factored second moments, decay 0.8, update clipping at 1, steps scaled by the
+  parameter's RMS, no momentum), behind global-norm clipping."""
   chain = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm > 0 else []
-  chain.append(optax.adamw(
-      learning_rate(config, total_steps), b1=config.b1, b2=config.b2, eps=config.eps,
-      weight_decay=config.weight_decay,
-      mask=lambda params: decay_mask(params, config.no_decay)))
+  schedule = learning_rate(config, total_steps)
+  if config.name == 'adafactor':
+    chain.append(optax.adafactor(
+        schedule, decay_rate=0.8, clipping_threshold=1.0, multiply_by_parameter_scale=True,
+        weight_decay_rate=config.weight_decay or None,
+        weight_decay_mask=lambda params: decay_mask(params, config.no_decay)))
+  else:
+    chain.append(optax.adamw(
+        schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay,
+        mask=lambda params: decay_mask(params, config.no_decay)))
   return optax.chain(*chain)

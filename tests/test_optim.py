@@ -139,3 +139,30 @@ def test_weight_decay_applies_to_masked_in_parameters_only():
   np.testing.assert_array_equal(new['classifier']['bias'], 1.0)
   np.testing.assert_array_equal(new['bert']['embeddings']['ln']['scale'], 1.0)
   np.testing.assert_array_equal(new['bert']['layer_0']['attention_ln']['bias'], 1.0)
+
+
+def test_learning_rate_rsqrt_is_t5s():
+  # lr 0.01 for 10^4 steps, then 1/sqrt(step): T5's 1/sqrt(max(step, 10^4)).
+  config = _optim_config(lr=0.01, warmup_frac=0.1, schedule='rsqrt')
+  schedule = optim.learning_rate(config, total_steps=100_000)
+  np.testing.assert_allclose(_lr_at(schedule, [0, 5000, 10_000, 40_000, 90_000]),
+                             [0.01, 0.01, 0.01, 0.005, 1 / 300], rtol=1e-6)
+
+
+def test_adafactor_factors_the_second_moment_and_descends():
+  config = _optim_config(name='adafactor', lr=0.1, warmup_frac=0.0, schedule='constant',
+                         weight_decay=0.0, clip_norm=0.0)
+  tx = optim.make(config, total_steps=10)
+  target = jax.random.normal(jax.random.key(0), (256, 128))
+  params = {'kernel': jnp.zeros((256, 128)) + 0.1}
+  state = tx.init(params)
+  # A factored second moment: one row and one column statistic, not one per entry.
+  sizes = sum(x.size for x in jax.tree.leaves(state) if hasattr(x, 'size') and x.size > 1)
+  assert sizes < 256 * 128 // 4
+  loss = lambda p: jnp.mean((p['kernel'] - target) ** 2)
+  step = jax.jit(lambda p, s: tx.update(jax.grad(loss)(p), s, p))
+  before = loss(params)
+  for _ in range(20):
+    updates, state = step(params, state)
+    params = jax.tree.map(jnp.add, params, updates)
+  assert loss(params) < 0.9 * before
