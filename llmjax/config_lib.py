@@ -16,7 +16,7 @@ import types
 import ml_collections
 
 from llmjax.errors import UserError
-from llmjax import models
+from llmjax import models, tasks
 
 # Logical axis -> mesh axes (MaxText style). Changing the parallelism of a run is a change here.
 DEFAULT_LOGICAL_RULES = (
@@ -46,9 +46,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = models.model_config('bert_classifier')
 
   c.task = ml_collections.ConfigDict()
-  c.task.name = 'classification'  # classification | causal_lm | mlm
+  c.task.name = 'classification'  # classification | causal_lm | mlm | span_corruption
   c.task.mask_rate = 0.15  # mlm: the fraction of tokens to predict (Devlin et al. 2019).
   c.task.whole_word_masking = False  # mlm: mask every piece of a chosen word.
+  # span_corruption (Raffel et al. 2020): the fraction of tokens hidden, in spans of this mean length.
+  c.task.noise_density = 0.15
+  c.task.mean_noise_span_length = 3.0
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'movie_reviews'   # llmjax's own builder, or any tfds name (e.g. 'glue/sst2').
@@ -70,14 +73,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.tokenizer.lowercase = True  # wordpiece only
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.name = 'adamw'
+  c.optim.name = 'adamw'               # adamw | adafactor (b1, b2, eps: adamw only)
   c.optim.lr = 3e-5
   c.optim.b1 = 0.9
   c.optim.b2 = 0.999
   c.optim.eps = 1e-8
   c.optim.weight_decay = 0.01
   c.optim.no_decay = r'(bias|scale)$'  # Regex over '/'-joined parameter paths: biases and LayerNorm.
-  c.optim.schedule = 'linear'          # linear | cosine | constant, after the warmup.
+  c.optim.schedule = 'linear'          # linear | cosine | constant after the warmup, or rsqrt.
   c.optim.warmup_frac = 0.1            # Fraction of the training steps spent warming up.
   c.optim.clip_norm = 1.0              # Global gradient-norm clipping; 0 disables it.
   c.optim.grad_accum_steps = 1         # Microbatches per step; the batch is split into this many.
@@ -158,14 +161,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     if not ok:
       raise UserError(f'config.{key}={get(key)!r} {fix}')
 
-  need(config.task.name in ('classification', 'causal_lm', 'mlm'), 'task.name',
-       'is not a known task: use classification, causal_lm or mlm')
-  need(config.optim.name in ('adamw',), 'optim.name', 'is not a known optimizer: use adamw')
+  need(config.task.name in tasks.TASKS, 'task.name',
+       f'is not a known task: use one of {", ".join(tasks.TASKS)}')
+  need(config.optim.name in ('adamw', 'adafactor'), 'optim.name',
+       'is not a known optimizer: use adamw or adafactor')
   need(config.optim.lr > 0, 'optim.lr', 'must be > 0: pass e.g. --config.optim.lr=3e-5')
   need(config.optim.weight_decay >= 0, 'optim.weight_decay', 'must be >= 0')
   need(0 <= config.optim.warmup_frac < 1, 'optim.warmup_frac', 'must be in [0, 1)')
-  need(config.optim.schedule in ('linear', 'cosine', 'constant'), 'optim.schedule',
-       'must be linear, cosine or constant')
+  need(config.optim.schedule in ('linear', 'cosine', 'constant', 'rsqrt'), 'optim.schedule',
+       'must be linear, cosine, constant or rsqrt')
   need(config.optim.clip_norm >= 0, 'optim.clip_norm', 'must be >= 0 (0 disables clipping)')
   try:
     re.compile(config.optim.no_decay)

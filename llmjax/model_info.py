@@ -6,9 +6,12 @@ memory of its train state.
 Parameters come from `jax.eval_shape` of the model's init, so a model of any size is counted in
 seconds on a laptop. FLOPs per token for training follow Kaplan et al. (2020) and MaxText: 6 per
 parameter of every matrix multiply (forward 2, backward 4; embedding lookups are not multiplies) plus
-attention's 12 * layers * length * width (QK^T and AV, forward and backward). The train state is the
-parameters plus AdamW's two moments, all in `param_dtype`; gradients add one more copy while a step
-runs. Activations depend on the batch and on remat and are not counted here.
+attention's 12 * layers * length * width (QK^T and AV, forward and backward). An encoder-decoder
+counts per (input + target) token: its encoder runs over `data.max_len` input tokens and its decoder
+over the task's target length (T5's 114 for 512 inputs), with self-, causal and cross-attention at
+their own lengths. The train state is the parameters plus the optimizer's state as `optim.make`
+builds it (AdamW: two moments; Adafactor: factored second moments); gradients add one more copy of
+the parameters while a step runs. Activations depend on the batch and on remat and are not counted.
 """
 
 import sys
@@ -20,10 +23,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from llmjax import models, optim
+from llmjax import models, optim, tasks
 from llmjax.errors import UserError
-from llmjax.tasks.causal_lm import CausalLMTask
-from llmjax.tasks.classification import ClassificationTask
+from llmjax.tasks import masking
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].')
 
@@ -32,33 +34,55 @@ def describe(config: ml_collections.ConfigDict, num_labels: int = 2) -> dict:
   """Counts for `config.model` at sequence length `config.data.max_len` (a classifier gets
   `num_labels` classes: the data, which knows the real number, is not opened)."""
   models.resolve(config)
-  if config.task.name == 'classification':
-    task = ClassificationTask(models.build(config.model, num_labels), num_labels)
-  else:
-    task = CausalLMTask(models.build(config.model))
+  task = tasks.task_for(config, num_labels)
   params = nn.unbox(jax.eval_shape(lambda rng: task.init(rng, 8), jax.random.key(0)))
-  leaves = jax.tree_util.tree_leaves_with_path(params)
-  total = sum(x.size for _, x in leaves)
-  # Embedding tables are looked up, not multiplied (a tied output head would count once more).
-  lookups = sum(x.size for p, x in leaves if optim.path_str(p).endswith('embedding'))
-  matmul = sum(x.size for p, x in leaves if optim.path_str(p).endswith('kernel'))
+  leaves = [(optim.path_str(p), x.size) for p, x in jax.tree_util.tree_leaves_with_path(params)]
+  total = sum(size for _, size in leaves)
+  # Embedding tables are looked up, not multiplied (a tied output head multiplies once more).
+  lookups = sum(size for p, size in leaves if p.endswith('embedding'))
   m = config.model
-  if m.get('tie_embeddings'):  # The output layer multiplies by the (shared) embedding table.
-    matmul += m.vocab_size * m.hidden_size
-  attention = 12 * m.num_layers * config.data.max_len * m.hidden_size
-  bytes_per_param = np.dtype(m.param_dtype).itemsize
   by_module = {}
-  for p, x in leaves:
-    top = optim.path_str(p).split('/')[0]
-    by_module[top] = by_module.get(top, 0) + x.size
+  for p, size in leaves:
+    by_module[p.split('/')[0]] = by_module.get(p.split('/')[0], 0) + size
+
+  def matmul(prefix=''):
+    return sum(size for p, size in leaves if p.endswith('kernel') and p.startswith(prefix))
+
+  if m.name == 't5':
+    # Per example: the encoder's weights act on every input token, the decoder's and the head's on
+    # every target token; attention on its query x key pairs (self, causal self, cross).
+    inputs, targets = config.data.max_len, _target_length(config)
+    width = m.num_heads * m.d_kv
+    head = m.vocab_size * m.d_model if m.tie_word_embeddings else 0
+    decoder_layers = m.num_decoder_layers or m.num_layers
+    per_example = (6 * (matmul('encoder/') * inputs + (matmul('decoder/') + matmul('lm_head')
+                                                       + head) * targets)
+                   + 12 * width * (m.num_layers * inputs ** 2
+                                   + decoder_layers * (targets ** 2 + targets * inputs)))
+    flops = per_example / (inputs + targets)
+  else:
+    head = m.vocab_size * m.hidden_size if m.get('tie_embeddings') else 0
+    flops = 6 * (matmul() + head) + 12 * m.num_layers * config.data.max_len * m.hidden_size
+  bytes_per_param = np.dtype(m.param_dtype).itemsize
+  tx = optim.make(config.optim, max(config.num_train_steps, 1))
+  opt_state = jax.eval_shape(tx.init, params)
+  opt_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(opt_state))
   return {
       'params': total,
       'params_by_module': by_module,
       'embedding_params': lookups,
-      'train_flops_per_token': 6 * matmul + attention,
-      'train_state_bytes': 3 * total * bytes_per_param,
+      'train_flops_per_token': flops,
+      'optimizer_state_bytes': opt_bytes,
+      'train_state_bytes': total * bytes_per_param + opt_bytes,
       'gradient_bytes': total * bytes_per_param,
   }
+
+
+def _target_length(config: ml_collections.ConfigDict) -> int:
+  """Target tokens per example of an encoder-decoder task (T5's for span corruption)."""
+  return masking.span_corruption_lengths(
+      config.data.max_len, noise_density=config.task.noise_density,
+      mean_noise_span_length=config.task.mean_noise_span_length)[1]
 
 
 def _human(n: float, unit: str = '') -> str:
@@ -70,8 +94,9 @@ def _human(n: float, unit: str = '') -> str:
 
 def main(argv):
   del argv
+  config = _CONFIG.value
   try:
-    info = describe(_CONFIG.value)
+    info = describe(config)
   except UserError as e:
     print(f'llmjax: error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -79,8 +104,10 @@ def main(argv):
         + ', '.join(f'{k} {v:,}' for k, v in info['params_by_module'].items()))
   print(f'  in embeddings     {info["embedding_params"]:,}')
   print(f'train FLOPs/token   {_human(info["train_flops_per_token"], "FLOP")}')
-  print(f'train state         {_human(info["train_state_bytes"], "B")} (params + 2 AdamW moments), '
-        f'+ {_human(info["gradient_bytes"], "B")} gradients during a step; activations not counted')
+  print(f'train state         {_human(info["train_state_bytes"], "B")} (params + '
+        f'{_human(info["optimizer_state_bytes"], "B")} {config.optim.name} state), '
+        f'+ {_human(info["gradient_bytes"], "B")} gradients during a step; activations '
+        'not counted')
 
 
 if __name__ == '__main__':

@@ -17,6 +17,10 @@ a generator seeded from (seed, step), so a resumed run masks exactly as an unint
   input_ids (masked), labels, token_type_ids (0), segment_ids, positions: int32;
   weights: float32 (1 at the positions to predict)
 
+T5 span-corruption batches (`build_span_corruption`) pack (inputs, targets) pairs made from pieces of
+each document (`span_corruption_format`), inputs [b, seq_len] and targets [b, T5's targets length]
+with their own segment ids and positions; see `span_corruption_format`.
+
 Training: each process reads its own shard of the documents (every process_count-th, from its
 index), shuffled per epoch by (seed, epoch), endlessly; it packs its own rows. Evaluation: every
 process packs the whole split in stored order, identically, and keeps its rows of each global batch,
@@ -40,8 +44,9 @@ from llmjax.tasks import masking
 _PREFETCH_BATCHES = 4
 
 
-def split_document(ids: np.ndarray, seq_len: int) -> list[dict[str, np.ndarray]]:
+def split_document(ids: np.ndarray, seq_len: int, rng=None) -> list[dict[str, np.ndarray]]:
   """Next-token examples of at most seq_len pairs from one document's ids (EOS included)."""
+  del rng  # Splitting is deterministic.
   ids = np.asarray(ids, np.int32)
   pieces = []
   for start in range(0, len(ids) - 1, seq_len):
@@ -50,10 +55,11 @@ def split_document(ids: np.ndarray, seq_len: int) -> list[dict[str, np.ndarray]]
   return pieces
 
 
-def split_masked_lm_document(ids: np.ndarray, seq_len: int, *, cls_id: int,
+def split_masked_lm_document(ids: np.ndarray, seq_len: int, rng=None, *, cls_id: int,
                              sep_id: int) -> list[dict[str, np.ndarray]]:
   """Masked-LM examples `[CLS] piece [SEP]` of at most seq_len tokens from one document's ids
   (without special tokens); consecutive pieces do not overlap, and an empty document gives none."""
+  del rng  # Masks are drawn per batch, by `finish`.
   ids = np.asarray(ids, np.int32)
   step = seq_len - 2
   return [{'input_ids': np.concatenate([[cls_id], ids[start:start + step], [sep_id]]).astype(np.int32)}
@@ -64,29 +70,35 @@ def split_masked_lm_document(ids: np.ndarray, seq_len: int, *, cls_id: int,
 class ExampleFormat:
   """How documents become rows: what `LMData` varies between causal and masked language modelling.
 
-  split: (document ids, seq_len) -> examples, dicts of 1-D arrays of equal length <= seq_len.
+  split: (document ids, seq_len, numpy Generator) -> examples, dicts of 1-D arrays no longer than
+    `lengths` says. The generator is seeded from (seed, the document's place in the stream), so a
+    document is split differently in every epoch but identically in a resumed run.
   to_row: one packed row (grain's features plus `<feature>_segment_ids` / `_positions`) -> a batch row.
   empty_row: seq_len -> the row that fills an evaluation batch (weights all 0).
   finish: optional (batch, numpy Generator) -> batch, applied to every batch with a generator
     seeded from (seed, step) in training and (seed, batch index) in evaluation.
+  lengths: optional seq_len -> {feature: packed length}; None packs every feature to seq_len.
   """
-  split: Callable[[np.ndarray, int], list[dict[str, np.ndarray]]]
+  split: Callable[[np.ndarray, int, np.random.Generator], list[dict[str, np.ndarray]]]
   to_row: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
   empty_row: Callable[[int], dict[str, np.ndarray]]
   finish: Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]] | None = None
+  lengths: Callable[[int], dict[str, int]] | None = None
 
 
 class _SplitDocuments(grain.experimental.FlatMapTransform):
   """Grain's flat-map form of an `ExampleFormat.split`."""
 
-  def __init__(self, split, seq_len: int):
+  def __init__(self, split, seq_len: int, seed: tuple[int, ...]):
     self.split = split
     self.seq_len = seq_len
+    self.seed = seed
     # A document of n tokens gives about n / seq_len pieces; grain needs an upper bound.
     self.max_fan_out = 1 << 20
 
-  def flat_map(self, ids):
-    return self.split(ids, self.seq_len)
+  def flat_map(self, indexed_ids):
+    index, ids = indexed_ids
+    return self.split(ids, self.seq_len, np.random.default_rng((*self.seed, index)))
 
 
 class LMData:
@@ -117,12 +129,20 @@ class LMData:
     self.num_documents = {name: len(docs) for name, docs in splits.items()}
     self._format = example_format or NEXT_TOKEN
 
-  def _packed(self, ds: grain.MapDataset, rows: int, seed: int, shuffle_bins: bool):
-    ds = ds.map(lambda text: np.asarray(self._encode(text), np.int32)).to_iter_dataset()
-    ds = grain.experimental.FlatMapIterDataset(ds, _SplitDocuments(self._format.split, self._seq_len))
-    # Packing needs the feature names before the first example: take them from a dummy document.
-    names = self._format.split(np.zeros(self._seq_len, np.int32), self._seq_len)[0]
-    lengths = {name: self._seq_len for name in names}
+  def _packed(self, ds: grain.MapDataset, rows: int, seed: int, shuffle_bins: bool,
+              split_seed: tuple[int, ...]):
+    """Rows packed from the documents of `ds`; `split_seed` + a document's index in `ds` seeds
+    the generator its split gets."""
+    encode = self._encode
+    ds = ds.map_with_index(lambda i, text: (i, np.asarray(encode(text), np.int32)))
+    ds = grain.experimental.FlatMapIterDataset(
+        ds.to_iter_dataset(), _SplitDocuments(self._format.split, self._seq_len, split_seed))
+    if self._format.lengths is not None:
+      lengths = self._format.lengths(self._seq_len)
+    else:
+      # Packing needs the feature names before the first example: take them from a dummy document.
+      names = self._format.split(np.zeros(self._seq_len, np.int32), self._seq_len, None)[0]
+      lengths = {name: self._seq_len for name in names}
     # One bin per row: first-fit packs the next `rows` rows from the documents as they come.
     ds = grain.experimental.FirstFitPackIterDataset(
         ds, length_struct=lengths, num_packing_bins=rows, seed=seed, shuffle_bins=shuffle_bins)
@@ -141,7 +161,9 @@ class LMData:
                       f'has {len(self._splits["train"])}, fewer than the {self._process_count} '
                       'processes')
     docs = docs.shuffle(seed=self._seed).repeat()
-    ds = self._packed(docs, self._rows, self._seed, shuffle_bins=True).batch(self._rows)
+    # The index of a document in this endless stream differs between epochs: so do its splits.
+    ds = self._packed(docs, self._rows, self._seed, shuffle_bins=True,
+                      split_seed=(self._seed, 0, self._process_index)).batch(self._rows)
     if self._format.finish is not None:
       # The index of a batch in this iterator is its global step (resuming replays from step 0),
       # so the generator of a step is the same in a resumed run.
@@ -159,7 +181,8 @@ class LMData:
       raise UserError(f'no split {split!r} is configured (have {sorted(self._splits)}): add it to '
                       'config.data.splits')
     docs = grain.MapDataset.source(self._splits[split])
-    rows = iter(self._packed(docs, self._eval_batch_size, 0, shuffle_bins=False))
+    rows = iter(self._packed(docs, self._eval_batch_size, 0, shuffle_bins=False,
+                             split_seed=(self._seed, 1)))
     lo = self._process_index * self._eval_rows
     for index in itertools.count():
       batch = list(itertools.islice(rows, self._eval_batch_size))
@@ -232,7 +255,8 @@ def masked_lm_format(*, cls_id: int, sep_id: int, mask_id: int, vocab_size: int,
     return {**batch, 'input_ids': inputs, 'labels': labels, 'weights': weights}
 
   return ExampleFormat(
-      split=lambda ids, seq_len: split_masked_lm_document(ids, seq_len, cls_id=cls_id, sep_id=sep_id),
+      split=lambda ids, seq_len, rng: split_masked_lm_document(ids, seq_len, cls_id=cls_id,
+                                                               sep_id=sep_id),
       to_row=to_row, empty_row=empty_row, finish=finish)
 
 
@@ -276,6 +300,94 @@ def build_masked(config: ml_collections.ConfigDict, *, process_index: int = 0,
                 seq_len=config.data.max_len, batch_size=config.batch_size,
                 eval_batch_size=config.eval_batch_size, seed=config.seed, vocab_size=vocab_size,
                 process_index=process_index, process_count=process_count, example_format=fmt)
+
+
+# T5's 100 <extra_id_i> tokens, placed after the tokenizer's vocabulary, <extra_id_0> the highest id.
+NUM_SENTINELS = 100
+
+
+def span_corruption_format(*, inputs_length: int, sentinel_ids: np.ndarray, eos_id: int,
+                           noise_density: float = 0.15, mean_noise_span_length: float = 3.0,
+                           decoder_start_id: int = 0) -> ExampleFormat:
+  """T5's span corruption: each document is cut into pieces of the raw length that corrupts to
+  `inputs_length` (`masking.span_corruption_lengths`), each piece gets its own random spans, and
+  the (inputs, targets) pairs are packed side by side, pair i of a row in segment i of both.
+
+  Rows: inputs, input_segment_ids, input_positions [b, inputs_length]; targets, decoder_inputs
+  (targets shifted right within each segment, starting from `decoder_start_id`),
+  target_segment_ids, target_positions [b, targets_length]: int32; weights [b, targets_length]:
+  float32, 1 on real targets.
+  """
+  raw_length, targets_length = masking.span_corruption_lengths(
+      inputs_length, noise_density=noise_density, mean_noise_span_length=mean_noise_span_length)
+  spans = int(round(int(round(raw_length * noise_density)) / mean_noise_span_length))
+  if spans > len(sentinel_ids):
+    raise UserError(f'data.max_len={inputs_length} gives {spans} noise spans per example but there '
+                    f'are {len(sentinel_ids)} sentinels: lower data.max_len or task.noise_density')
+
+  def split(ids, seq_len, rng):
+    del seq_len  # The raw length follows from inputs_length.
+    examples = []
+    for start in range(0, len(ids), raw_length):
+      piece = ids[start:start + raw_length]
+      if len(piece) < 2:  # Nothing to corrupt: one token cannot be split into kept and noise.
+        continue
+      noise = masking.random_spans_noise_mask(
+          len(piece), rng=rng, noise_density=noise_density,
+          mean_noise_span_length=mean_noise_span_length)
+      inputs, targets = masking.span_corruption(piece, noise, sentinel_ids=sentinel_ids,
+                                                eos_id=eos_id)
+      examples.append({'inputs': inputs, 'targets': targets})
+    return examples
+
+  def to_row(packed):
+    targets = packed['targets'].astype(np.int32)
+    segments = packed['targets_segment_ids'].astype(np.int32)
+    starts = segments != np.concatenate([[0], segments[:-1]])
+    decoder_inputs = np.where(starts, decoder_start_id, np.concatenate([[0], targets[:-1]]))
+    return {'inputs': packed['inputs'].astype(np.int32),
+            'input_segment_ids': packed['inputs_segment_ids'].astype(np.int32),
+            'input_positions': packed['inputs_positions'].astype(np.int32),
+            'targets': targets, 'decoder_inputs': decoder_inputs.astype(np.int32),
+            'target_segment_ids': segments,
+            'target_positions': packed['targets_positions'].astype(np.int32),
+            'weights': (segments > 0).astype(np.float32)}
+
+  def empty_row(seq_len):
+    del seq_len
+    source, target = np.zeros(inputs_length, np.int32), np.zeros(targets_length, np.int32)
+    return {'inputs': source, 'input_segment_ids': source, 'input_positions': source,
+            'targets': target, 'decoder_inputs': target, 'target_segment_ids': target,
+            'target_positions': target, 'weights': np.zeros(targets_length, np.float32)}
+
+  return ExampleFormat(split=split, to_row=to_row, empty_row=empty_row,
+                       lengths=lambda seq_len: {'inputs': inputs_length,
+                                                'targets': targets_length})
+
+
+def build_span_corruption(config: ml_collections.ConfigDict, *, process_index: int = 0,
+                          process_count: int = 1) -> LMData:
+  """T5 span-corruption batches of the configured corpus: inputs of `config.data.max_len` tokens,
+  `config.task.noise_density` and `config.task.mean_noise_span_length` as in T5 (0.15, 3).
+
+  The tokenizer's vocabulary is followed by `NUM_SENTINELS` sentinel ids (the data's vocab_size
+  counts them); the decoder starts from id 0 (T5's pad, as in the SentencePiece models llmjax trains).
+  """
+  tok = tokenizers_lib.text_tokenizer(config)
+  vocab_size = tok.vocab_size + NUM_SENTINELS
+  noise_density = config.task.noise_density
+  mean_span = config.task.mean_noise_span_length
+  if not 0 < noise_density < 1:
+    raise UserError(f'config.task.noise_density={noise_density} must be in (0, 1): T5 uses 0.15')
+  if mean_span < 1:
+    raise UserError(f'config.task.mean_noise_span_length={mean_span} must be >= 1: T5 uses 3')
+  fmt = span_corruption_format(
+      inputs_length=config.data.max_len, sentinel_ids=vocab_size - 1 - np.arange(NUM_SENTINELS),
+      eos_id=tok.eos_id, noise_density=noise_density, mean_noise_span_length=mean_span)
+  return LMData(text_lib.open_text(config.data), tok.encode, seq_len=config.data.max_len,
+                batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+                seed=config.seed, vocab_size=vocab_size, process_index=process_index,
+                process_count=process_count, example_format=fmt)
 
 
 def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

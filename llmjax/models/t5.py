@@ -205,8 +205,15 @@ class Stack(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, token_mask: jax.Array | None, encoded: jax.Array | None,
-               cross_mask: jax.Array | None, deterministic: bool, decode: bool) -> jax.Array:
-    """x [B, L, E] token embeddings, token_mask [B, L] (1 = real; None = all real) -> [B, L, E]."""
+               cross_mask: jax.Array | None, deterministic: bool, decode: bool,
+               segment_ids: jax.Array | None = None,
+               positions: jax.Array | None = None) -> jax.Array:
+    """x [B, L, E] token embeddings, token_mask [B, L] (1 = real; None = all real) -> [B, L, E].
+
+    Packed rows pass segment_ids [B, L] (0 = padding) instead of token_mask, and positions [B, L]
+    that restart in every segment. Tokens attend only within their segment; the relative bias,
+    computed from places in the row, is the same as from positions within a segment.
+    """
     cfg = self.config
     kw = layers.dtypes(cfg)
     batch, length = x.shape[:2]
@@ -232,16 +239,23 @@ class Stack(nn.Module):
         self.variable('cache', 'cached_decoder_mask', jnp.zeros, (batch, length), jnp.int32)
         self.variable('cache', 'cache_index', lambda: jnp.array(0, jnp.int32))
       query_index = key_index = jnp.arange(length)
-      # Only keys are masked, as HF does: padded queries still see real tokens, never NaN.
-      mask = (None if token_mask is None and not self.decoder else
-              layers.make_attention_mask(queries, token_mask, causal=self.decoder,
-                                         query_index=query_index, key_index=key_index))
+      if segment_ids is not None:
+        # Padding is segment 0, so the segment mask keeps real tokens from it; padded queries see
+        # the other padding, never an empty row.
+        mask = layers.make_attention_mask(causal=self.decoder, query_segment_ids=segment_ids,
+                                          key_segment_ids=segment_ids)
+      else:
+        # Only keys are masked, as HF does: padded queries still see real tokens, never NaN.
+        mask = (None if token_mask is None and not self.decoder else
+                layers.make_attention_mask(queries, token_mask, causal=self.decoder,
+                                           query_index=query_index, key_index=key_index))
 
     if cfg.scale_embeddings:
       x = x * jnp.sqrt(cfg.d_model).astype(x.dtype)
     if cfg.position == 'sinusoidal':
       table = layers.sinusoidal_positions(cfg.max_position_embeddings, cfg.d_model)
-      x = x + table[query_index][None].astype(x.dtype)
+      index = query_index[None] if positions is None else positions
+      x = x + table[index].astype(x.dtype)
     x = nn.Dropout(rate=cfg.dropout_rate)(x, deterministic=deterministic)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
     bias = None
@@ -277,13 +291,20 @@ class T5(nn.Module):
                                          kernel_init=_normal(cfg.initializer_factor), **kw)
 
   def encode(self, input_ids: jax.Array, input_mask: jax.Array | None = None, *,
+             segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
              deterministic: bool) -> jax.Array:
-    """input_ids [B, Ls] int, input_mask [B, Ls] (1 = real, None = all real) -> encoded [B, Ls, E]."""
-    return self.encoder(self.shared(input_ids), input_mask, None, None, deterministic, False)
+    """input_ids [B, Ls] int, input_mask [B, Ls] (1 = real, None = all real) -> encoded [B, Ls, E].
+
+    Packed rows give segment_ids and positions [B, Ls] instead of input_mask (see `Stack`).
+    """
+    return self.encoder(self.shared(input_ids), input_mask, None, None, deterministic, False,
+                        segment_ids, positions)
 
   def decode(self, decoder_input_ids: jax.Array, encoded: jax.Array,
              input_mask: jax.Array | None = None, *, decoder_mask: jax.Array | None = None,
-             deterministic: bool, decode: bool = False) -> jax.Array:
+             segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
+             input_segment_ids: jax.Array | None = None, deterministic: bool,
+             decode: bool = False) -> jax.Array:
     """Next-token logits from the decoder.
 
     Args:
@@ -291,6 +312,8 @@ class T5(nn.Module):
       encoded: [B, Ls, E] from `encode`.
       input_mask: [B, Ls], the encoder's padding mask (1 = real); None = all real.
       decoder_mask: [B, L], decoder padding (1 = real); None = all real.
+      segment_ids, positions: [B, L] of packed decoder rows, with input_segment_ids [B, Ls] of the
+        encoder rows: each target segment attends to the input segment of the same id only.
       deterministic: True disables dropout; False needs a 'dropout' rng.
       decode: cached decoding (see the module docstring): the tokens are appended to the cache.
 
@@ -299,10 +322,14 @@ class T5(nn.Module):
     """
     cfg = self.config
     batch, length = decoder_input_ids.shape
-    cross_mask = None if input_mask is None else layers.make_attention_mask(
-        jnp.ones((batch, length), bool), input_mask)
+    if segment_ids is not None:
+      cross_mask = layers.make_attention_mask(query_segment_ids=segment_ids,
+                                              key_segment_ids=input_segment_ids)
+    else:
+      cross_mask = None if input_mask is None else layers.make_attention_mask(
+          jnp.ones((batch, length), bool), input_mask)
     y = self.decoder(self.shared(decoder_input_ids), decoder_mask, encoded, cross_mask,
-                     deterministic, decode)
+                     deterministic, decode, segment_ids, positions)
     if cfg.scales_decoder_outputs:
       y = y * cfg.d_model ** -0.5
     logits = self.shared.attend(y) if cfg.tie_word_embeddings else self.lm_head(y)
@@ -312,8 +339,18 @@ class T5(nn.Module):
 
   def __call__(self, input_ids: jax.Array, decoder_input_ids: jax.Array, *,
                input_mask: jax.Array | None = None, decoder_mask: jax.Array | None = None,
+               input_segment_ids: jax.Array | None = None,
+               input_positions: jax.Array | None = None,
+               decoder_segment_ids: jax.Array | None = None,
+               decoder_positions: jax.Array | None = None,
                deterministic: bool, decode: bool = False) -> jax.Array:
-    """encode then decode: input_ids [B, Ls], decoder_input_ids [B, L] -> float32 logits [B, L, vocab]."""
-    encoded = self.encode(input_ids, input_mask, deterministic=deterministic)
+    """encode then decode: input_ids [B, Ls], decoder_input_ids [B, L] -> float32 logits [B, L, vocab].
+
+    Padded rows give the masks; packed rows give segment ids and positions for both sides instead.
+    """
+    encoded = self.encode(input_ids, input_mask, segment_ids=input_segment_ids,
+                          positions=input_positions, deterministic=deterministic)
     return self.decode(decoder_input_ids, encoded, input_mask, decoder_mask=decoder_mask,
-                       deterministic=deterministic, decode=decode)
+                       segment_ids=decoder_segment_ids, positions=decoder_positions,
+                       input_segment_ids=input_segment_ids, deterministic=deterministic,
+                       decode=decode)

@@ -2,7 +2,9 @@
 
 `classification` reads labelled text (`llmjax.data.pipeline`); `causal_lm` reads packed documents
 (`llmjax.data.lm`); `mlm` (BERT's masked-LM pre-training) reads the same documents as masked
-`[CLS] piece [SEP]` rows (`llmjax.data.lm.build_masked`). The training loop sees only the task
+`[CLS] piece [SEP]` rows (`llmjax.data.lm.build_masked`); `span_corruption` (T5's pre-training)
+reads them as packed (inputs, targets) pairs for an encoder-decoder
+(`llmjax.data.lm.build_span_corruption`). The training loop sees only the task
 interface described in `classification.py` and the data's `train_iter`, `eval_iter` and
 `steps_per_epoch`.
 """
@@ -15,14 +17,22 @@ from llmjax.errors import UserError
 from llmjax.tasks.causal_lm import CausalLMTask
 from llmjax.tasks.classification import ClassificationTask
 from llmjax.tasks.mlm import MaskedLMTask
+from llmjax.tasks.seq2seq import Seq2SeqTask
+
+# Each language-modelling task, its data and the model families it can train.
+_LM_TASKS = {
+    'causal_lm': (lm.build, CausalLMTask, ('gpt',)),
+    'mlm': (lm.build_masked, MaskedLMTask, ('bert_mlm',)),
+    'span_corruption': (lm.build_span_corruption, Seq2SeqTask, ('t5',)),
+}
+TASKS = ('classification', *_LM_TASKS)
 
 
 def build_data(config: ml_collections.ConfigDict, *, process_index: int, process_count: int):
   if config.task.name == 'classification':
     return pipeline.build(config, process_index=process_index, process_count=process_count)
-  if config.task.name == 'mlm':
-    return lm.build_masked(config, process_index=process_index, process_count=process_count)
-  return lm.build(config, process_index=process_index, process_count=process_count)
+  build, _, _ = _LM_TASKS[config.task.name]
+  return build(config, process_index=process_index, process_count=process_count)
 
 
 def build_task(config: ml_collections.ConfigDict, data):
@@ -32,6 +42,18 @@ def build_task(config: ml_collections.ConfigDict, data):
   if data.vocab_size > config.model.vocab_size:
     raise UserError(f'the tokenizer has {data.vocab_size} tokens but config.model.vocab_size='
                     f'{config.model.vocab_size}: set model.vocab_size >= {data.vocab_size}')
-  if config.task.name == 'mlm':
-    return MaskedLMTask(models.build(config.model))
-  return CausalLMTask(models.build(config.model))
+  return task_for(config)
+
+
+def task_for(config: ml_collections.ConfigDict, num_labels: int = 2):
+  """The task of `config` without its data (a classifier gets `num_labels` classes)."""
+  if config.task.name == 'classification':
+    task_cls, families = None, ('bert_classifier',)
+  else:
+    _, task_cls, families = _LM_TASKS[config.task.name]
+  if config.model.name not in families:
+    raise UserError(f'config.task.name={config.task.name!r} trains {" or ".join(families)} models, '
+                    f'not config.model.name={config.model.name!r}: change one of them')
+  if task_cls is None:
+    return ClassificationTask(models.build(config.model, num_labels), num_labels)
+  return task_cls(models.build(config.model))

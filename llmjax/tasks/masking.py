@@ -97,3 +97,23 @@ def span_corruption(ids: np.ndarray, noise: np.ndarray, *, sentinel_ids: np.ndar
     targets.extend(ids[noise & (span_index == i)].tolist())
   return (np.concatenate([inputs, [eos_id]]).astype(np.int32),
           np.asarray(targets + [eos_id], np.int32))
+
+
+def span_corruption_lengths(inputs_length: int, *, noise_density: float = 0.15,
+                            mean_noise_span_length: float = 3.0) -> tuple[int, int]:
+  """(raw tokens per example, targets length) so that the corrupted inputs, EOS included, fill
+  exactly `inputs_length`: T5's `random_spans_helper` (568 raw tokens and 114 targets for 512).
+
+  Shorter raw pieces (a document's last) give inputs and targets no longer than these.
+  """
+
+  def corrupted(raw: int) -> tuple[int, int]:
+    noise = int(round(raw * noise_density))
+    spans = int(round(noise / mean_noise_span_length))
+    # Inputs: the kept tokens, a sentinel per span, EOS. Targets: a sentinel per span, the noise, EOS.
+    return raw - noise + spans + 1, noise + spans + 1
+
+  raw = inputs_length - 1
+  while corrupted(raw + 1)[0] <= inputs_length:
+    raw += 1
+  return raw, corrupted(raw)[1]

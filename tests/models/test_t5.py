@@ -215,6 +215,26 @@ def test_encoder_padding_is_ignored(config):
   np.testing.assert_allclose(other, padded, atol=1e-6)
 
 
+@pytest.mark.parametrize('config', [TINY, V1_1, VASWANI], ids=['t5', 'v1_1', 'vaswani'])
+def test_packed_rows_equal_separate_examples(config):
+  """Two (input, target) pairs packed into one row compute the logits of each pair alone."""
+  model = t5.T5(config)
+  rng = np.random.default_rng(1)
+  pairs = [(rng.integers(2, 64, n), rng.integers(2, 64, m)) for n, m in ((5, 3), (4, 4))]
+  ids, dec = np.zeros((1, 11), np.int32), np.zeros((1, 8), np.int32)
+  ids[0, :9] = np.concatenate([pairs[0][0], pairs[1][0]])
+  dec[0, :7] = np.concatenate([pairs[0][1], pairs[1][1]])
+  packed = dict(input_segment_ids=np.array([[1] * 5 + [2] * 4 + [0] * 2]),
+                input_positions=np.array([list(range(5)) + list(range(4)) + [0, 0]]),
+                decoder_segment_ids=np.array([[1] * 3 + [2] * 4 + [0]]),
+                decoder_positions=np.array([[0, 1, 2, 0, 1, 2, 3, 0]]))
+  variables = model.init(jax.random.key(0), ids, dec, deterministic=True)
+  logits = model.apply(variables, ids, dec, **packed, deterministic=True)
+  for (source, target), (lo, hi) in zip(pairs, ((0, 3), (3, 7))):
+    alone = model.apply(variables, source[None], target[None], deterministic=True)
+    np.testing.assert_allclose(logits[:, lo:hi], alone, atol=1e-5)
+
+
 def test_decoder_is_causal_and_masks_decoder_padding():
   model = t5.T5(TINY)
   ids, _, dec = inputs()
