@@ -73,3 +73,9 @@ def test_t5_paper_configs_and_encoder_decoder_flops():
   example = (6 * (encoder * inputs + (decoder + head) * targets)
              + 12 * 32 * (2 * inputs ** 2 + 2 * (targets ** 2 + targets * inputs)))
   assert info['train_flops_per_token'] == example / (inputs + targets)
+
+
+def test_bert_base_pretraining_config_is_hf_bert_for_masked_lm():
+  info = model_info.describe(load_config('bert_mlm', 'bert_base'))
+  assert info['params_by_module']['bert'] == 109_482_240 - (768 * 768 + 768)  # no pooler
+  assert info['params'] == 109_514_298  # transformers BertForMaskedLM(BertConfig())
