@@ -25,7 +25,10 @@ was released without a paper and reports no fine-tuned figures of its own.
 Both need an accelerator mesh and the C4 corpus (`c4/en` through tfds, on a machine with internet).
 """
 
+import dataclasses
+
 from llmjax import config_lib, models
+from llmjax.models import t5
 
 
 def get_config(arg=None):
@@ -60,8 +63,7 @@ def get_config(arg=None):
   if arg.t5_small or arg.t5_v1_1_small:
     c.model = models.model_config('t5')  # T5 v1.0 small.
     if arg.t5_v1_1_small:
-      c.model.update(d_ff=1024, num_layers=8, num_heads=6, feed_forward='gated-gelu',
-                     tie_word_embeddings=False, dropout_rate=0.0)
+      c.model = models.model_config('t5', **dataclasses.asdict(t5.t5_v1_1(dropout_rate=0.0)))
     c.data.name = 'c4/en'
     c.data.splits = dict(train='train', validation='validation[:50%]', test='validation[50%:]')
     c.data.max_len = 512
@@ -71,8 +73,8 @@ def get_config(arg=None):
     c.batch_size = 128
     c.eval_batch_size = 128
     c.num_train_steps = 2 ** 19
-    c.optim.update(lr=0.01, schedule='rsqrt', warmup_frac=1e4 / 2 ** 19, weight_decay=0.0,
-                   name='adafactor', clip_norm=0.0)
+    c.optim.update(lr=0.01, schedule='rsqrt', warmup_frac=1e4 / 2 ** 19, warmup_shape='constant',
+                   weight_decay=0.0, name='adafactor', clip_norm=0.0)
     c.eval.every_steps = 5000
     c.checkpoint.every_steps = 5000
     c.log_every_steps = 100

@@ -46,7 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = models.model_config('bert_classifier')
 
   c.task = ml_collections.ConfigDict()
-  c.task.name = 'classification'  # classification | causal_lm | mlm | span_corruption
+  c.task.name = 'classification'  # classification | causal_lm | mlm | span_corruption | translation
   c.task.mask_rate = 0.15  # mlm: the fraction of tokens to predict (Devlin et al. 2019).
   c.task.whole_word_masking = False  # mlm: mask every piece of a chosen word.
   # span_corruption (Raffel et al. 2020): the fraction of tokens hidden, in spans of this mean length.
@@ -58,10 +58,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.data_dir = ''            # '' = $LLMJAX_CACHE/tensorflow_datasets
   c.data.splits = ml_collections.ConfigDict(
       dict(train='train', validation='validation', test='test'))
-  c.data.text_keys = ('sentence',)  # Classification: one text feature, or two for sentence pairs.
+  # Classification: one text feature, or two for sentence pairs; translation: (source, target).
+  c.data.text_keys = ('sentence',)
   c.data.label_key = 'label'
   c.data.text_key = 'text'  # Language modelling: the feature holding each document.
   c.data.max_len = 128
+  c.data.target_max_len = 128     # translation: target tokens per example (EOS included).
   c.data.buckets = (32, 64, 128)
   c.data.max_train_examples = -1
 
@@ -82,6 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.no_decay = r'(bias|scale)$'  # Regex over '/'-joined parameter paths: biases and LayerNorm.
   c.optim.schedule = 'linear'          # linear | cosine | constant after the warmup, or rsqrt.
   c.optim.warmup_frac = 0.1            # Fraction of the training steps spent warming up.
+  c.optim.warmup_shape = 'linear'      # linear (from 0) | constant (at lr: T5's rsqrt).
   c.optim.clip_norm = 1.0              # Global gradient-norm clipping; 0 disables it.
   c.optim.grad_accum_steps = 1         # Microbatches per step; the batch is split into this many.
 
@@ -168,6 +171,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   need(config.optim.lr > 0, 'optim.lr', 'must be > 0: pass e.g. --config.optim.lr=3e-5')
   need(config.optim.weight_decay >= 0, 'optim.weight_decay', 'must be >= 0')
   need(0 <= config.optim.warmup_frac < 1, 'optim.warmup_frac', 'must be in [0, 1)')
+  need(config.optim.warmup_shape in ('linear', 'constant'), 'optim.warmup_shape',
+       'must be linear or constant')
+  need(config.optim.schedule != 'rsqrt' or config.optim.warmup_frac > 0, 'optim.warmup_frac',
+       'must be > 0 for the rsqrt schedule: it decays as sqrt(warmup / step)')
   need(config.optim.schedule in ('linear', 'cosine', 'constant', 'rsqrt'), 'optim.schedule',
        'must be linear, cosine, constant or rsqrt')
   need(config.optim.clip_norm >= 0, 'optim.clip_norm', 'must be >= 0 (0 disables clipping)')
@@ -203,11 +210,18 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
        'must be increasing lengths > 2')
   need(buckets[-1] == config.data.max_len, 'data.max_len',
        f'must equal the last bucket {buckets[-1]}: set data.buckets to end at data.max_len')
-  learned_positions = config.model.get('position', 'learned') == 'learned'
-  if learned_positions and 'max_position_embeddings' in config.model:
-    need(config.data.max_len <= config.model.max_position_embeddings, 'data.max_len',
-         f'exceeds model.max_position_embeddings={config.model.max_position_embeddings}')
+  # Learned and sinusoidal position tables end at max_position_embeddings.
+  tabled_positions = config.model.get('position', 'learned') in ('learned', 'sinusoidal')
+  translation = config.task.name == 'translation'
+  if tabled_positions and 'max_position_embeddings' in config.model:
+    for key in ('data.max_len', 'data.target_max_len') if translation else ('data.max_len',):
+      need(get(key) <= config.model.max_position_embeddings, key,
+           f'exceeds model.max_position_embeddings={config.model.max_position_embeddings}')
   need(1 <= len(config.data.text_keys) <= 2, 'data.text_keys', 'must name one or two text features')
+  if translation:
+    need(len(config.data.text_keys) == 2, 'data.text_keys',
+         "must name the source and target features, e.g. ('en', 'de')")
+    need(config.data.target_max_len >= 2, 'data.target_max_len', 'must be >= 2 (a token and EOS)')
   for split in ('train', 'validation', 'test'):
     need(split in config.data.splits, 'data.splits', f'lacks the {split!r} split')
 

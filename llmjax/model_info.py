@@ -80,6 +80,8 @@ def describe(config: ml_collections.ConfigDict, num_labels: int = 2) -> dict:
 
 def _target_length(config: ml_collections.ConfigDict) -> int:
   """Target tokens per example of an encoder-decoder task (T5's for span corruption)."""
+  if config.task.name == 'translation':
+    return config.data.target_max_len
   return masking.span_corruption_lengths(
       config.data.max_len, noise_density=config.task.noise_density,
       mean_noise_span_length=config.task.mean_noise_span_length)[1]

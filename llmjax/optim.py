@@ -25,23 +25,26 @@ def decay_mask(params, no_decay: str):
 
 
 def learning_rate(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 to `lr`, then linear or cosine decay to 0 (or constant) at `total_steps`.
-
-  'rsqrt' is T5's inverse square root instead: `lr` for the first warmup steps (no ramp), then
-  lr * sqrt(warmup / step); with lr 0.01 and 10^4 warmup steps, 1 / sqrt(max(step, 10^4)).
+  """Warmup to `lr` (linear from 0, or constant at `lr`), then linear or cosine decay to 0 at
+  `total_steps`, a constant, or 'rsqrt': lr * sqrt(warmup / step), the inverse square root decay of
+  Vaswani et al. (2017; linear warmup) and of T5 (constant warmup: lr 0.01 for 10^4 steps gives
+  1 / sqrt(max(step, 10^4))).
   """
   warmup = int(config.warmup_frac * total_steps)
-  if config.schedule == 'rsqrt':
-    return lambda step: config.lr * jnp.sqrt(max(warmup, 1) / jnp.maximum(step, max(warmup, 1)))
   decay_steps = max(total_steps - warmup, 1)
   after = {
       'linear': optax.linear_schedule(config.lr, 0.0, decay_steps),
       'cosine': optax.cosine_decay_schedule(config.lr, decay_steps),
       'constant': optax.constant_schedule(config.lr),
+      # join_schedules hands the steps since the warmup ended (negative before) to the schedule
+      # after it.
+      'rsqrt': lambda step: config.lr * jnp.sqrt(warmup / jnp.maximum(step + warmup, warmup)),
   }[config.schedule]
   if not warmup:
     return after
-  return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup), after], [warmup])
+  ramp = (optax.linear_schedule(0.0, config.lr, warmup) if config.warmup_shape == 'linear'
+          else optax.constant_schedule(config.lr))
+  return optax.join_schedules([ramp, after], [warmup])
 
 
 def make(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:

@@ -275,11 +275,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     test_metrics = evaluate(eval_step, task, state.params, data, 'test', mesh, config)
   writer.write(best_step, 'test', test_metrics)
   # The best model, in the Hugging Face format that `init_from` and transformers read.
-  params = state.params
-  if jax.process_count() > 1:
-    params = multihost_utils.process_allgather(params, tiled=True)
-  if is_main:
-    models.export(params, config.model, workdir / 'hf_export', getattr(data, 'label_names', None))
+  unsupported = models.export_unsupported(config.model)
+  if unsupported:
+    logging.warning('No Hugging Face export (the checkpoints hold the model): %s', unsupported)
+  else:
+    params = state.params
+    if jax.process_count() > 1:
+      params = multihost_utils.process_allgather(params, tiled=True)
+    if is_main:
+      models.export(params, config.model, workdir / 'hf_export', getattr(data, 'label_names', None))
   checkpoints.close()
 
   result = {

@@ -143,10 +143,20 @@ def test_weight_decay_applies_to_masked_in_parameters_only():
 
 def test_learning_rate_rsqrt_is_t5s():
   # lr 0.01 for 10^4 steps, then 1/sqrt(step): T5's 1/sqrt(max(step, 10^4)).
-  config = _optim_config(lr=0.01, warmup_frac=0.1, schedule='rsqrt')
+  config = _optim_config(lr=0.01, warmup_frac=0.1, schedule='rsqrt', warmup_shape='constant')
   schedule = optim.learning_rate(config, total_steps=100_000)
   np.testing.assert_allclose(_lr_at(schedule, [0, 5000, 10_000, 40_000, 90_000]),
                              [0.01, 0.01, 0.01, 0.005, 1 / 300], rtol=1e-6)
+
+
+def test_learning_rate_rsqrt_with_linear_warmup_is_vaswanis():
+  # d_model^-0.5 * min(step^-0.5, step * warmup^-1.5) with d_model 512 and 4000 warmup steps.
+  peak = 512 ** -0.5 * 4000 ** -0.5
+  config = _optim_config(lr=peak, warmup_frac=0.04, schedule='rsqrt')
+  schedule = optim.learning_rate(config, total_steps=100_000)
+  steps = [1000, 4000, 16_000, 64_000]
+  expected = [512 ** -0.5 * min(s ** -0.5, s * 4000 ** -1.5) for s in steps]
+  np.testing.assert_allclose(_lr_at(schedule, steps), expected, rtol=1e-5)
 
 
 def test_adafactor_factors_the_second_moment_and_descends():

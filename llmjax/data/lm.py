@@ -19,7 +19,8 @@ a generator seeded from (seed, step), so a resumed run masks exactly as an unint
 
 T5 span-corruption batches (`build_span_corruption`) pack (inputs, targets) pairs made from pieces of
 each document (`span_corruption_format`), inputs [b, seq_len] and targets [b, T5's targets length]
-with their own segment ids and positions; see `span_corruption_format`.
+with their own segment ids and positions; see `span_corruption_format`. Translation batches
+(`build_translation`) pack the (source, target) pairs of a parallel corpus the same way.
 
 Training: each process reads its own shard of the documents (every process_count-th, from its
 index), shuffled per epoch by (seed, epoch), endlessly; it packs its own rows. Evaluation: every
@@ -134,7 +135,14 @@ class LMData:
     """Rows packed from the documents of `ds`; `split_seed` + a document's index in `ds` seeds
     the generator its split gets."""
     encode = self._encode
-    ds = ds.map_with_index(lambda i, text: (i, np.asarray(encode(text), np.int32)))
+
+    def encoded(index, item):
+      ids = encode(item)  # a document's ids, or a tuple of them (a translation pair)
+      if isinstance(ids, tuple):
+        return index, tuple(np.asarray(x, np.int32) for x in ids)
+      return index, np.asarray(ids, np.int32)
+
+    ds = ds.map_with_index(encoded)
     ds = grain.experimental.FlatMapIterDataset(
         ds.to_iter_dataset(), _SplitDocuments(self._format.split, self._seq_len, split_seed))
     if self._format.lengths is not None:
@@ -302,6 +310,35 @@ def build_masked(config: ml_collections.ConfigDict, *, process_index: int = 0,
                 process_index=process_index, process_count=process_count, example_format=fmt)
 
 
+def _seq2seq_format(split, inputs_length: int, targets_length: int,
+                    decoder_start_id: int) -> ExampleFormat:
+  """Packed (inputs, targets) pairs from `split`'s examples: the rows every seq2seq format shares."""
+
+  def to_row(packed):
+    targets = packed['targets'].astype(np.int32)
+    segments = packed['targets_segment_ids'].astype(np.int32)
+    starts = segments != np.concatenate([[0], segments[:-1]])
+    decoder_inputs = np.where(starts, decoder_start_id, np.concatenate([[0], targets[:-1]]))
+    return {'inputs': packed['inputs'].astype(np.int32),
+            'input_segment_ids': packed['inputs_segment_ids'].astype(np.int32),
+            'input_positions': packed['inputs_positions'].astype(np.int32),
+            'targets': targets, 'decoder_inputs': decoder_inputs.astype(np.int32),
+            'target_segment_ids': segments,
+            'target_positions': packed['targets_positions'].astype(np.int32),
+            'weights': (segments > 0).astype(np.float32)}
+
+  def empty_row(seq_len):
+    del seq_len
+    source, target = np.zeros(inputs_length, np.int32), np.zeros(targets_length, np.int32)
+    return {'inputs': source, 'input_segment_ids': source, 'input_positions': source,
+            'targets': target, 'decoder_inputs': target, 'target_segment_ids': target,
+            'target_positions': target, 'weights': np.zeros(targets_length, np.float32)}
+
+  return ExampleFormat(split=split, to_row=to_row, empty_row=empty_row,
+                       lengths=lambda seq_len: {'inputs': inputs_length,
+                                                'targets': targets_length})
+
+
 # T5's 100 <extra_id_i> tokens, placed after the tokenizer's vocabulary, <extra_id_0> the highest id.
 NUM_SENTINELS = 100
 
@@ -340,29 +377,7 @@ def span_corruption_format(*, inputs_length: int, sentinel_ids: np.ndarray, eos_
       examples.append({'inputs': inputs, 'targets': targets})
     return examples
 
-  def to_row(packed):
-    targets = packed['targets'].astype(np.int32)
-    segments = packed['targets_segment_ids'].astype(np.int32)
-    starts = segments != np.concatenate([[0], segments[:-1]])
-    decoder_inputs = np.where(starts, decoder_start_id, np.concatenate([[0], targets[:-1]]))
-    return {'inputs': packed['inputs'].astype(np.int32),
-            'input_segment_ids': packed['inputs_segment_ids'].astype(np.int32),
-            'input_positions': packed['inputs_positions'].astype(np.int32),
-            'targets': targets, 'decoder_inputs': decoder_inputs.astype(np.int32),
-            'target_segment_ids': segments,
-            'target_positions': packed['targets_positions'].astype(np.int32),
-            'weights': (segments > 0).astype(np.float32)}
-
-  def empty_row(seq_len):
-    del seq_len
-    source, target = np.zeros(inputs_length, np.int32), np.zeros(targets_length, np.int32)
-    return {'inputs': source, 'input_segment_ids': source, 'input_positions': source,
-            'targets': target, 'decoder_inputs': target, 'target_segment_ids': target,
-            'target_positions': target, 'weights': np.zeros(targets_length, np.float32)}
-
-  return ExampleFormat(split=split, to_row=to_row, empty_row=empty_row,
-                       lengths=lambda seq_len: {'inputs': inputs_length,
-                                                'targets': targets_length})
+  return _seq2seq_format(split, inputs_length, targets_length, decoder_start_id)
 
 
 def build_span_corruption(config: ml_collections.ConfigDict, *, process_index: int = 0,
@@ -388,6 +403,41 @@ def build_span_corruption(config: ml_collections.ConfigDict, *, process_index: i
                 batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
                 seed=config.seed, vocab_size=vocab_size, process_index=process_index,
                 process_count=process_count, example_format=fmt)
+
+
+def translation_format(*, inputs_length: int, targets_length: int, eos_id: int,
+                       decoder_start_id: int = 0) -> ExampleFormat:
+  """(source, target) id pairs -> packed pairs, each side cut to its length with EOS last; a pair
+  with an empty side is dropped. Rows as `span_corruption_format`'s."""
+
+  def split(pair, seq_len, rng):
+    del seq_len, rng
+    source, target = pair
+    if not len(source) or not len(target):
+      return []
+    return [{'inputs': np.append(source[:inputs_length - 1], eos_id).astype(np.int32),
+             'targets': np.append(target[:targets_length - 1], eos_id).astype(np.int32)}]
+
+  return _seq2seq_format(split, inputs_length, targets_length, decoder_start_id)
+
+
+def build_translation(config: ml_collections.ConfigDict, *, process_index: int = 0,
+                      process_count: int = 1) -> LMData:
+  """Packed (source, target) batches of a parallel corpus: `config.data.text_keys` names the source
+  and target features, `data.max_len` and `data.target_max_len` their lengths, and one tokenizer
+  (a vocabulary shared by both languages, as Vaswani et al.) encodes both."""
+  keys = tuple(config.data.text_keys)
+  if len(keys) != 2:
+    raise UserError(f'config.data.text_keys={keys} must name the source and the target feature of '
+                    "a translation, e.g. ('en', 'de')")
+  tok = tokenizers_lib.text_tokenizer(config)
+  fmt = translation_format(inputs_length=config.data.max_len,
+                           targets_length=config.data.target_max_len, eos_id=tok.eos_id)
+  return LMData(text_lib.open_text(config.data, keys),
+                lambda pair: (tok.encode(pair[0]), tok.encode(pair[1])),
+                seq_len=config.data.max_len, batch_size=config.batch_size,
+                eval_batch_size=config.eval_batch_size, seed=config.seed, vocab_size=tok.vocab_size,
+                process_index=process_index, process_count=process_count, example_format=fmt)
 
 
 def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -26,28 +26,37 @@ from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
 
 
-def model_path(corpus: str, vocab_size: int, model_type: str, split: str = 'train') -> pathlib.Path:
+def model_path(corpus: str, vocab_size: int, model_type: str, split: str = 'train',
+               text_key: str = 'text') -> pathlib.Path:
   """Where the model for these settings is cached (whether or not it exists yet)."""
   name = corpus.replace('/', '_').replace(':', '_')
   if split != 'train':
     name += '_' + ''.join(c if c.isalnum() else '_' for c in split)
+  if text_key != 'text':
+    name += '_' + ''.join(c if c.isalnum() else '_' for c in text_key)
   return assets.cache_dir() / 'spm' / f'{name}-{vocab_size}-{model_type}.model'
 
 
 def train_cached(corpus: str, vocab_size: int, model_type: str = 'unigram', *,
                  split: str = 'train', text_key: str = 'text',
                  data_dir: str = '') -> pathlib.Path:
-  """Returns the cached model for these settings, training it on `corpus[split]` if missing."""
-  path = model_path(corpus, vocab_size, model_type, split)
+  """Returns the cached model for these settings, training it on `corpus[split]` if missing.
+
+  `text_key` may name several features, comma-separated ('en,de'): a vocabulary shared by both
+  sides of a translation corpus.
+  """
+  path = model_path(corpus, vocab_size, model_type, split, text_key)
   # Two jobs starting together train once: the second waits, then finds the model.
   with tfds_sources.exclusive(path.parent / '.llmjax-spm.lock'):
     if path.exists():
       return path
     data = ml_collections.ConfigDict({'name': corpus, 'data_dir': data_dir,
-                                      'splits': {split: split}, 'text_key': text_key})
-    source = text_lib.open_text(data)[split]
+                                      'splits': {split: split}})
+    keys = text_key.split(',')
+    source = text_lib.open_text(data, keys)[split]
     # Index by index: a plain iteration would also work, but TFDS mock sources only support [i].
-    docs = (source[i] for i in range(len(source)))
+    docs = (text for i in range(len(source))
+            for text in ((source[i],) if len(keys) == 1 else source[i]))
     start = time.time()
     tokenizers_lib.train_sentencepiece(docs, vocab_size, model_type, path.with_suffix(''))
     logging.info('trained %s on %d documents of %s[%s] in %.1fs', path, len(source), corpus, split,
@@ -62,7 +71,8 @@ def main(argv: list[str]) -> int:
   parser.add_argument('--vocab_size', type=int, default=8000)
   parser.add_argument('--model_type', choices=tokenizers_lib.SPM_MODEL_TYPES, default='unigram')
   parser.add_argument('--split', default='train', help='TFDS split string to train on')
-  parser.add_argument('--text_key', default='text', help='the text feature of the dataset')
+  parser.add_argument('--text_key', default='text',
+                      help='the text feature of the dataset; several, comma-separated, share one model')
   parser.add_argument('--data_dir', default='', help='TFDS data_dir (default: in LLMJAX_CACHE)')
   args = parser.parse_args(argv)
   try:

@@ -196,7 +196,12 @@ def text_tokenizer(config: ml_collections.ConfigDict) -> TextTokenizer:
   if tok.kind == 'sentencepiece':
     if tok.vocab.startswith('spm:'):
       corpus, size, *kind = tok.vocab[len('spm:'):].split(':')
-      path = spm_train.train_cached(corpus, int(size), *kind, data_dir=config.data.data_dir)
+      # Trained on what the task reads: a translation's two sides share one vocabulary.
+      translation = config.get('task') and config.task.name == 'translation'
+      text_key = (','.join(config.data.text_keys) if translation
+                  else config.data.get('text_key', 'text'))
+      path = spm_train.train_cached(corpus, int(size), *kind, text_key=text_key,
+                                    data_dir=config.data.data_dir)
     else:
       path = assets.resolve(tok.vocab)
     sp = sentencepiece(path)

@@ -92,6 +92,12 @@ def pretrained(model_config: ml_collections.ConfigDict) -> dict:
                                                architecture(model_config))
 
 
+def export_unsupported(model_config: ml_collections.ConfigDict) -> str | None:
+  """Why `export` cannot write this architecture in the Hugging Face format (None: it can)."""
+  check = getattr(family(model_config).hf, 'unsupported', None)
+  return check(architecture(model_config)) if check else None
+
+
 def export(params, model_config: ml_collections.ConfigDict, out_dir,
            label_names: list[str] | None = None) -> None:
   """Writes `params` as a Hugging Face directory that transformers and `init_from` can load."""

@@ -56,14 +56,22 @@ _ARCH_KEYS = {
 _IGNORED = ('encoder.embed_tokens.weight', 'decoder.embed_tokens.weight')
 
 
-def _check_exportable(config: T5Config) -> None:
-  """HF T5 is pre-RMSNorm, relative positions, no biases, unscaled logits and embeddings."""
+def unsupported(config: T5Config) -> str | None:
+  """Why HF T5 cannot hold this architecture (None: it can). HF T5 is pre-RMSNorm, relative
+  positions, no biases, unscaled logits and embeddings."""
   required = {'position': 'relative', 'norm': 'rmsnorm', 'norm_position': 'pre', 'use_bias': False,
               'scale_attention': False, 'scale_embeddings': False}
   for field, ok in required.items():
     if getattr(config, field) != ok:
-      raise UserError(f'T5 {field}={getattr(config, field)!r} has no Hugging Face T5 equivalent: '
-                      f'use {field}={ok!r} for T5 interop')
+      return (f'T5 {field}={getattr(config, field)!r} has no Hugging Face T5 equivalent: use '
+              f'{field}={ok!r} for T5 interop')
+  return None
+
+
+def _check_exportable(config: T5Config) -> None:
+  reason = unsupported(config)
+  if reason:
+    raise UserError(reason)
 
 
 def _tensors(config: T5Config) -> list[_Tensor]:

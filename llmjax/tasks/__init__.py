@@ -4,7 +4,8 @@
 (`llmjax.data.lm`); `mlm` (BERT's masked-LM pre-training) reads the same documents as masked
 `[CLS] piece [SEP]` rows (`llmjax.data.lm.build_masked`); `span_corruption` (T5's pre-training)
 reads them as packed (inputs, targets) pairs for an encoder-decoder
-(`llmjax.data.lm.build_span_corruption`). The training loop sees only the task
+(`llmjax.data.lm.build_span_corruption`); `translation` reads the packed (source, target) pairs of a
+parallel corpus (`llmjax.data.lm.build_translation`). The training loop sees only the task
 interface described in `classification.py` and the data's `train_iter`, `eval_iter` and
 `steps_per_epoch`.
 """
@@ -24,6 +25,7 @@ _LM_TASKS = {
     'causal_lm': (lm.build, CausalLMTask, ('gpt',)),
     'mlm': (lm.build_masked, MaskedLMTask, ('bert_mlm',)),
     'span_corruption': (lm.build_span_corruption, Seq2SeqTask, ('t5',)),
+    'translation': (lm.build_translation, Seq2SeqTask, ('t5',)),
 }
 TASKS = ('classification', *_LM_TASKS)
 

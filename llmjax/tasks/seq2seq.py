@@ -1,7 +1,7 @@
 """Sequence-to-sequence learning with an encoder-decoder: predict the targets given the inputs.
 
-T5's span-corruption pre-training (`llmjax.data.lm.build_span_corruption`) is one source of
-(inputs, targets) pairs. Batches are packed: several pairs share a row, pair i in segment i of both
+T5's span-corruption pre-training (`llmjax.data.lm.build_span_corruption`) and translation
+(`llmjax.data.lm.build_translation`) are the sources of (inputs, targets) pairs. Batches are packed: several pairs share a row, pair i in segment i of both
 sides (inputs, input_segment_ids, input_positions; targets, decoder_inputs, target_segment_ids,
 target_positions; weights), and the model attends only within a pair, so a packed row computes what
 its pairs would compute one by one. The loss is the summed cross-entropy over the weighted targets;

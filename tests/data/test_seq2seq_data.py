@@ -1,13 +1,16 @@
-"""T5 span-corruption batches: T5's lengths, every token of a document either kept or spelled out
-once in the targets, segments and decoder inputs right, seeded and resumable, and the config path."""
+"""Packed (inputs, targets) batches for encoder-decoders. T5 span corruption: T5's lengths, every
+token of a document either kept or spelled out once in the targets, segments and decoder inputs
+right, seeded and resumable, and the config path. Translation: every pair once, cut to its lengths,
+empty sides dropped, and the WMT config on tfds mock data."""
 
 import itertools
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from conftest import load_config
-from llmjax import tasks
+from llmjax import config_lib, tasks
 from llmjax.data import lm
 from llmjax.errors import UserError
 from llmjax.tasks import masking
@@ -126,3 +129,45 @@ def test_config_builds_data_and_task(fake_cache, tmp_path):
     bad[section][leaf] = value
     with pytest.raises(UserError, match=match):
       tasks.build_task(bad, tasks.build_data(bad, process_index=0, process_count=1))
+
+
+def _translation_data(pairs, **kw):
+  fmt = lm.translation_format(inputs_length=12, targets_length=8, eos_id=EOS)
+  args = dict(seq_len=12, batch_size=2, eval_batch_size=2, seed=0, example_format=fmt)
+  args.update(kw)
+  encode = lambda pair: (_encode(pair[0]), _encode(pair[1]))  # noqa: E731
+  return lm.LMData({'train': pairs, 'validation': pairs}, encode, **args)
+
+
+def test_translation_packs_every_pair_once_cut_to_its_lengths():
+  rng = np.random.default_rng(0)
+  word = lambda n: ''.join(chr(97 + k) for k in rng.integers(0, 26, n))  # noqa: E731
+  pairs = [(word(rng.integers(1, 15)), word(rng.integers(1, 10))) for _ in range(30)]
+  pairs += [('', 'dropped'), ('dropped', '')]
+  batches = list(_translation_data(pairs).eval_iter('validation'))
+  got = [(tuple(i), tuple(t)) for b in batches for i, t, _ in _pairs(b)]
+  expected = [(tuple(_encode(s)[:11] + [EOS]), tuple(_encode(t)[:7] + [EOS])) for s, t in pairs[:30]]
+  assert sorted(got) == sorted(expected)
+  for b in batches:
+    for _, targets, decoder_inputs in _pairs(b):
+      np.testing.assert_array_equal(decoder_inputs, np.concatenate([[0], targets[:-1]]))
+
+
+def test_wmt_config_on_mock_data(tmp_path, monkeypatch):
+  monkeypatch.setenv('LLMJAX_CACHE', str(tmp_path))
+  config = load_config('transformer_wmt', 'tiny')
+  config.tokenizer.vocab = 'spm:wmt14_translate/de-en:128'  # 40 mock pairs hold ~220 pieces
+  with tfds.testing.mock_data(num_examples=40):
+    data = tasks.build_data(config, process_index=0, process_count=1)
+    batch = next(data.train_iter())
+  # One SentencePiece model for both languages, trained on both.
+  assert (tmp_path / 'spm' / 'wmt14_translate_de-en_en_de-128-unigram.model').exists()
+  assert batch['inputs'].shape == batch['targets'].shape == (8, 32)
+  assert tasks.build_task(config, data).tokens(batch) > 0
+  for key, value, match in (('data.text_keys', ('en',), 'must name the source and target'),
+                            ('data.target_max_len', 64, 'exceeds model.max_position_embeddings')):
+    bad = load_config('transformer_wmt', 'tiny')
+    section, leaf = key.split('.')
+    bad[section][leaf] = value
+    with pytest.raises(UserError, match=match):
+      config_lib.validate(bad, num_devices=8)
