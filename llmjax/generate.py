@@ -1,12 +1,16 @@
-"""Continue prompts with a trained decoder: loads a run's best checkpoint and prints continuations.
+"""Generate from a trained model: loads a run's best checkpoint and prints what it makes of prompts.
 
   python -m llmjax.generate --workdir=runs/gpt --prompt="Anarchism is" [--prompt=...]
   python -m llmjax.generate --workdir=runs/gpt --prompts_file=prompts.txt --num_beams=4
   python -m llmjax.generate --workdir=runs/gpt --prompt="The" --temperature=0.8 --top_p=0.9
+  python -m llmjax.generate --workdir=runs/wmt --prompt="Good morning." --num_beams=4
 
-Greedy by default; `--temperature > 0` samples (with `--top_k`, `--top_p`); `--num_beams > 1` runs
-beam search with `--length_penalty`. All of it runs jit-compiled over the KV cache
-(`llmjax.decoding`). The run's `config.json` names the model and tokenizer.
+A decoder-only run (causal_lm) continues each prompt; an encoder-decoder run (translation,
+span_corruption) reads each prompt as its input and prints the target it generates (a translation;
+for span corruption, the sentinels and the spans it guesses for them). Greedy by default;
+`--temperature > 0` samples (with `--top_k`, `--top_p`); `--num_beams > 1` runs beam search with
+`--length_penalty`. All of it runs jit-compiled over the KV cache (`llmjax.decoding`). The run's
+`config.json` names the model and tokenizer.
 """
 
 import json
@@ -19,10 +23,13 @@ import numpy as np
 from absl import app, flags
 
 from llmjax import checkpoint as checkpoint_lib
-from llmjax import decoding, models, optim, sharding, train
+from llmjax import decoding, optim, sharding, tasks, train
+from llmjax.data import lm
 from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
-from llmjax.tasks.causal_lm import CausalLMTask
+
+# Tasks whose model generates text, and whether it is an encoder-decoder.
+_GENERATIVE = {'causal_lm': False, 'span_corruption': True, 'translation': True}
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The run directory (config.json, checkpoints/).')
 _PROMPT = flags.DEFINE_multi_string('prompt', [], 'A prompt; repeat the flag for several.')
@@ -42,9 +49,10 @@ def load_params(workdir: pathlib.Path, step: int | None = None):
   if not (workdir / 'config.json').exists():
     raise UserError(f'{workdir} has no config.json: pass the --workdir of a training run')
   config = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
-  if config.task.name != 'causal_lm':
-    raise UserError(f'{workdir} trained task {config.task.name!r}; generation needs a causal_lm run')
-  task = CausalLMTask(models.build(config.model))
+  if config.task.name not in _GENERATIVE:
+    raise UserError(f'{workdir} trained task {config.task.name!r}, which does not generate text: '
+                    f'use a run of {", ".join(_GENERATIVE)}')
+  task = tasks.task_for(config)
   config.mesh.update(data=-1, fsdp=1, tensor=1)  # Whatever mesh trained it, decode on all devices.
   mesh = sharding.make_mesh(config)
   # The optimizer only shapes the state to restore; its schedule does not matter here.
@@ -65,19 +73,32 @@ def load_params(workdir: pathlib.Path, step: int | None = None):
 def generate_texts(workdir, prompts: list[str], *, max_new_tokens: int, temperature: float = 0.0,
                    top_k: int = 0, top_p: float = 1.0, num_beams: int = 1,
                    length_penalty: float = 1.0, seed: int = 0) -> list[str]:
-  """The continuation of each prompt (text after the prompt, up to the end-of-document token)."""
+  """What the model makes of each prompt, up to the end-of-sequence token: the continuation (text
+  after the prompt) of a decoder-only model, the generated target of an encoder-decoder."""
   if not prompts:
     raise UserError('no prompt given: pass --prompt="..." or --prompts_file=FILE')
   config, model, params = load_params(workdir)
   tok = tokenizers_lib.text_tokenizer(config)
-  encoded = [tok.encode(p) or [tok.eos_id] for p in prompts]
+  seq2seq = _GENERATIVE[config.task.name]
+  # Encoder inputs end in EOS as in training; a decoder's prompt is left-padded, a source right-padded.
+  encoded = [tok.encode(p) + [tok.eos_id] if seq2seq else tok.encode(p) or [tok.eos_id]
+             for p in prompts]
   width = max(map(len, encoded))
   ids = np.zeros((len(encoded), width), np.int32)
   mask = np.zeros((len(encoded), width), np.int32)
-  for row, e in enumerate(encoded):  # Left-padded, as decoding expects.
-    ids[row, width - len(e):] = e
-    mask[row, width - len(e):] = 1
-  if num_beams > 1:
+  for row, e in enumerate(encoded):
+    start = 0 if seq2seq else width - len(e)
+    ids[row, start:start + len(e)] = e
+    mask[row, start:start + len(e)] = 1
+  if seq2seq and num_beams > 1:
+    out, _ = decoding.seq2seq_beam_search(model, params, ids, mask, num_beams=num_beams,
+                                          max_new_tokens=max_new_tokens, eos_id=tok.eos_id,
+                                          length_penalty=length_penalty)
+  elif seq2seq:
+    out = decoding.seq2seq_generate(model, params, ids, mask, jax.random.key(seed),
+                                    max_new_tokens=max_new_tokens, temperature=temperature,
+                                    top_k=top_k, top_p=top_p, eos_id=tok.eos_id)
+  elif num_beams > 1:
     out, _ = decoding.beam_search(model, params, ids, mask, num_beams=num_beams,
                                   max_new_tokens=max_new_tokens, eos_id=tok.eos_id,
                                   length_penalty=length_penalty)
@@ -88,8 +109,23 @@ def generate_texts(workdir, prompts: list[str], *, max_new_tokens: int, temperat
   texts = []
   for row in np.asarray(out):
     row = row.tolist()
-    texts.append(tok.decode(row[:row.index(tok.eos_id)] if tok.eos_id in row else row))
+    texts.append(detokenize(tok, row[:row.index(tok.eos_id)] if tok.eos_id in row else row))
   return texts
+
+
+def detokenize(tok: tokenizers_lib.TextTokenizer, ids: list[int]) -> str:
+  """Text of `ids`; ids past the tokenizer's vocabulary are span corruption's sentinels, written
+  as T5 writes them (<extra_id_0> is the highest id)."""
+  parts, run = [], []
+  for i in ids:
+    if i < tok.vocab_size:
+      run.append(i)
+      continue
+    parts += [tok.decode(run)] if run else []
+    parts.append(f'<extra_id_{tok.vocab_size + lm.NUM_SENTINELS - 1 - i}>')
+    run = []
+  parts += [tok.decode(run)] if run else []
+  return ' '.join(parts)
 
 
 def main(argv):

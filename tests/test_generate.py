@@ -1,4 +1,5 @@
-"""The generate command: a trained causal-LM run's best checkpoint continues prompts."""
+"""The generate command: a trained causal-LM run's best checkpoint continues prompts; a T5 run's
+generates targets for them."""
 
 import json
 import os
@@ -11,6 +12,7 @@ import pytest
 
 from conftest import REPO, load_config
 from llmjax import generate, train
+from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
 
 
@@ -23,6 +25,27 @@ def lm_run(fake_cache_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp('gpt')
     train.train_and_evaluate(config, workdir)
   return workdir
+
+
+@pytest.fixture(scope='module')
+def t5_run(fake_cache_dir, tmp_path_factory):
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv('LLMJAX_CACHE', str(fake_cache_dir))
+    config = load_config('t5_span', 'tiny')
+    config.data.splits = dict(train='train[:80%]', validation='train[80%:]', test='train[80%:]')
+    workdir = tmp_path_factory.mktemp('t5')
+    train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.mark.parametrize('run', ['lm_run', 't5_run'])
+def test_a_prompt_gives_the_same_text_alone_and_padded_in_a_batch(run, request, fake_cache):
+  workdir = request.getfixturevalue(run)
+  prompts = ['ka lo mi ne ka lo', 'ne']
+  for kw in (dict(), dict(num_beams=3)):
+    together = generate.generate_texts(workdir, prompts, max_new_tokens=6, **kw)
+    alone = [generate.generate_texts(workdir, [p], max_new_tokens=6, **kw)[0] for p in prompts]
+    assert together == alone
 
 
 def test_greedy_sampled_and_beam_continuations(lm_run, fake_cache, capsys):
@@ -52,6 +75,11 @@ def test_user_errors(lm_run, tmp_path, fake_cache):
     generate.load_params(tmp_path)
   with pytest.raises(UserError, match='no prompt given'):
     generate.generate_texts(lm_run, [], max_new_tokens=3)
+  config = json.loads((lm_run / 'config.json').read_text())
+  config['task']['name'] = 'mlm'
+  (tmp_path / 'config.json').write_text(json.dumps(config))
+  with pytest.raises(UserError, match="trained task 'mlm', which does not generate text"):
+    generate.load_params(tmp_path)
 
 
 def test_command_line(lm_run, fake_cache_dir):
@@ -61,3 +89,11 @@ def test_command_line(lm_run, fake_cache_dir):
       env={**os.environ, 'LLMJAX_CACHE': str(fake_cache_dir)})
   assert run.returncode == 0, run.stderr
   assert run.stdout.startswith('ka lo >>> ')
+
+
+def test_sentinels_are_written_as_t5_writes_them():
+  tok = tokenizers_lib.TextTokenizer(encode=None, decode=lambda ids: '-'.join(map(str, ids)),
+                                     eos_id=1, vocab_size=10)
+  # 10 + 100 sentinels: <extra_id_0> is 109, <extra_id_1> 108.
+  assert generate.detokenize(tok, [109, 4, 5, 108, 6]) == '<extra_id_0> 4-5 <extra_id_1> 6'
+  assert generate.detokenize(tok, [4, 5]) == '4-5'
