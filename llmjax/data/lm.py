@@ -69,7 +69,7 @@ def split_masked_lm_document(ids: np.ndarray, seq_len: int, rng=None, *, cls_id:
 
 @dataclasses.dataclass(frozen=True)
 class ExampleFormat:
-  """How documents become rows: what `LMData` varies between causal and masked language modelling.
+  """How documents become rows: what `LMData` varies between causal LM, masked LM and seq2seq.
 
   split: (document ids, seq_len, numpy Generator) -> examples, dicts of 1-D arrays no longer than
     `lengths` says. The generator is seeded from (seed, the document's place in the stream), so a
