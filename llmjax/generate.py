@@ -7,7 +7,8 @@
 
 A decoder-only run (causal_lm) continues each prompt; an encoder-decoder run (translation,
 span_corruption) reads each prompt as its input and prints the target it generates (a translation;
-for span corruption, the sentinels and the spans it guesses for them). Greedy by default;
+for span corruption, the sentinels and the spans it guesses for them: write <extra_id_0>,
+<extra_id_1>, ... where a prompt's spans are missing). Greedy by default;
 `--temperature > 0` samples (with `--top_k`, `--top_p`); `--num_beams > 1` runs beam search with
 `--length_penalty`. All of it runs jit-compiled over the KV cache (`llmjax.decoding`). The run's
 `config.json` names the model and tokenizer.
@@ -15,6 +16,7 @@ for span corruption, the sentinels and the spans it guesses for them). Greedy by
 
 import json
 import pathlib
+import re
 import sys
 
 import jax
@@ -81,7 +83,7 @@ def generate_texts(workdir, prompts: list[str], *, max_new_tokens: int, temperat
   tok = tokenizers_lib.text_tokenizer(config)
   seq2seq = _GENERATIVE[config.task.name]
   # Encoder inputs end in EOS as in training; a decoder's prompt is left-padded, a source right-padded.
-  encoded = [tok.encode(p) + [tok.eos_id] if seq2seq else tok.encode(p) or [tok.eos_id]
+  encoded = [tokenize(tok, p) + [tok.eos_id] if seq2seq else tok.encode(p) or [tok.eos_id]
              for p in prompts]
   width = max(map(len, encoded))
   ids = np.zeros((len(encoded), width), np.int32)
@@ -111,6 +113,26 @@ def generate_texts(workdir, prompts: list[str], *, max_new_tokens: int, temperat
     row = row.tolist()
     texts.append(detokenize(tok, row[:row.index(tok.eos_id)] if tok.eos_id in row else row))
   return texts
+
+
+_SENTINEL = re.compile(r'<extra_id_(\d+)>')
+
+
+def tokenize(tok: tokenizers_lib.TextTokenizer, text: str) -> list[int]:
+  """Ids of `text`, where each <extra_id_N> becomes span corruption's sentinel N, so a T5 run can be
+  asked to fill spans: "The <extra_id_0> of France is Paris." """
+  ids, start = [], 0
+  for match in _SENTINEL.finditer(text):
+    number = int(match.group(1))
+    if number >= lm.NUM_SENTINELS:
+      raise UserError(f'{match.group(0)} is not a sentinel: use <extra_id_0> to '
+                      f'<extra_id_{lm.NUM_SENTINELS - 1}>')
+    before = text[start:match.start()].strip()
+    ids += tok.encode(before) if before else []
+    ids.append(tok.vocab_size + lm.NUM_SENTINELS - 1 - number)
+    start = match.end()
+  rest = text[start:].strip()
+  return ids + (tok.encode(rest) if rest else [])
 
 
 def detokenize(tok: tokenizers_lib.TextTokenizer, ids: list[int]) -> str:

@@ -91,9 +91,14 @@ def test_command_line(lm_run, fake_cache_dir):
   assert run.stdout.startswith('ka lo >>> ')
 
 
-def test_sentinels_are_written_as_t5_writes_them():
-  tok = tokenizers_lib.TextTokenizer(encode=None, decode=lambda ids: '-'.join(map(str, ids)),
+def test_sentinels_are_read_and_written_as_t5_writes_them():
+  tok = tokenizers_lib.TextTokenizer(encode=lambda text: [len(w) for w in text.split()],
+                                     decode=lambda ids: '-'.join(map(str, ids)),
                                      eos_id=1, vocab_size=10)
   # 10 + 100 sentinels: <extra_id_0> is 109, <extra_id_1> 108.
   assert generate.detokenize(tok, [109, 4, 5, 108, 6]) == '<extra_id_0> 4-5 <extra_id_1> 6'
   assert generate.detokenize(tok, [4, 5]) == '4-5'
+  assert generate.tokenize(tok, '<extra_id_0> abcd abcde <extra_id_1>abcdef') == [109, 4, 5, 108, 6]
+  assert generate.tokenize(tok, 'abcd') == [4]
+  with pytest.raises(UserError, match='<extra_id_100> is not a sentinel'):
+    generate.tokenize(tok, 'a <extra_id_100>')
