@@ -31,16 +31,22 @@ and of `BertForMaskedLM`: the same `bert/...` without `bert/pooler`, plus
   predictions/transform/{kernel, bias}
   predictions/transform_ln/{scale, bias}
   predictions/bias                           # [vocab]; the decoder weight is bert/.../word_embeddings
+
+With `scan_layers`, the layers' params are stacked instead as bert/layers/{attention, attention_ln,
+mlp, mlp_ln}/... with a leading [num_layers] axis named 'layers'; `stack_layers` / `unstack_layers`
+convert between the two layouts. `remat` rematerialises each layer in the backward pass.
 """
 
 import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import flax.linen as nn
 
 from llmjax.errors import UserError
 from llmjax.models import layers
+# The same remat names and policies as GPT's, so every family reads config.model.remat alike.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +63,12 @@ class BertConfig:
   hidden_dropout: float = 0.1
   attention_dropout: float = 0.1
   initializer_range: float = 0.02
+  # nn.scan over the layers: params stacked under bert/layers (leading axis 'layers'), compile time
+  # flat in depth.
+  scan_layers: bool = False
+  # Rematerialisation of each layer in the backward pass: 'none', 'full' (save nothing), 'dots'
+  # (save matmul outputs), 'dots_no_batch' (save only matmuls without batch dims, i.e. weights').
+  remat: str = 'none'
   dtype: str = 'float32'  # compute
   param_dtype: str = 'float32'  # stored weights
 
@@ -64,6 +76,9 @@ class BertConfig:
     if self.hidden_size % self.num_heads:
       raise UserError(f'BERT hidden_size={self.hidden_size} is not divisible by '
                       f'num_heads={self.num_heads}: choose num_heads that divides hidden_size')
+    if self.remat not in layers.REMAT_POLICIES:
+      raise UserError(f'BERT remat={self.remat!r} is unknown: use one of '
+                      f'{tuple(layers.REMAT_POLICIES)}')
 
   @property
   def head_dim(self) -> int:
@@ -104,11 +119,16 @@ class BertEmbeddings(nn.Module):
 
 
 class BertLayer(nn.Module):
-  """One post-LN encoder layer: self-attention and MLP, each followed by dropout, residual and LN."""
+  """One post-LN encoder layer: self-attention and MLP, each followed by dropout, residual and LN.
+
+  `deterministic` is positional so nn.remat can mark it static and nn.scan broadcast it; under
+  nn.scan (`scanned`) it returns (x, None), the carry and no per-layer output.
+  """
   config: BertConfig
+  scanned: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, *, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool):
     """x [B, L, H], mask [B, 1, L, L] bool -> [B, L, H]."""
     cfg = self.config
     kw = layers.dtypes(cfg)
@@ -123,7 +143,8 @@ class BertLayer(nn.Module):
                    name='mlp', **kw)(x)
     h = nn.Dropout(rate=cfg.hidden_dropout)(h, deterministic=deterministic)
     x = layers.layer_norm(epsilon=cfg.layer_norm_eps, name='mlp_ln', **kw)(x + h)
-    return nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+    x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
+    return (x, None) if self.scanned else x
 
 
 class BertEncoder(nn.Module):
@@ -165,8 +186,19 @@ class BertEncoder(nn.Module):
       mask = layers.make_attention_mask(jnp.ones_like(attention_mask), attention_mask)  # [B,1,L,L]
     x = BertEmbeddings(cfg, name='embeddings')(input_ids, token_type_ids, positions,
                                                deterministic=deterministic)
-    for i in range(cfg.num_layers):
-      x = BertLayer(cfg, name=f'layer_{i}')(x, mask, deterministic=deterministic)
+    layer = BertLayer
+    if cfg.remat != 'none':
+      # deterministic (arg 3, counting the module) is a Python bool.
+      layer = nn.remat(layer, policy=layers.REMAT_POLICIES[cfg.remat], static_argnums=(3,),
+                       prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      stack = nn.scan(layer, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
+                      in_axes=(nn.broadcast,) * 2, length=cfg.num_layers,
+                      metadata_params={nn.PARTITION_NAME: 'layers'})
+      x, _ = stack(cfg, scanned=True, name='layers')(x, mask, deterministic)
+    else:
+      for i in range(cfg.num_layers):
+        x = layer(cfg, name=f'layer_{i}')(x, mask, deterministic)
     if not self.with_pooler:
       return x, None
     # The pooler reads the [CLS] token's final state; pre-training fits it to next-sentence prediction.
@@ -232,3 +264,27 @@ class BertForMaskedLM(nn.Module):
     logits = BertMLMHead(self.config, name='predictions')(x, embedding)
     # float32 so the loss and metrics never run in bfloat16.
     return logits.astype(jnp.float32)
+
+
+def stack_layers(params: dict, num_layers: int) -> dict:
+  """Unboxed params with layer_0..layer_{n-1} -> the `scan_layers` layout: one `layers` subtree of
+  numpy leaves [n, ...]. `params` are a `BertEncoder`'s, or a model's holding them under 'bert'."""
+  params = dict(params)
+  if 'bert' in params:
+    params['bert'] = stack_layers(params['bert'], num_layers)
+    return params
+  blocks = [params.pop(f'layer_{i}') for i in range(num_layers)]
+  params['layers'] = jax.tree.map(lambda *xs: np.stack(xs), *blocks)
+  return params
+
+
+def unstack_layers(params: dict, num_layers: int) -> dict:
+  """The inverse of `stack_layers` (unboxed params)."""
+  params = dict(params)
+  if 'bert' in params:
+    params['bert'] = unstack_layers(params['bert'], num_layers)
+    return params
+  stacked = params.pop('layers')
+  for i in range(num_layers):
+    params[f'layer_{i}'] = jax.tree.map(lambda x: x[i], stacked)
+  return params

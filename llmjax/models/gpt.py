@@ -40,15 +40,6 @@ from llmjax.errors import UserError
 from llmjax.models import layers
 
 
-# config.remat -> the jax.checkpoint policy (None: no remat).
-REMAT_POLICIES = {
-    'none': None,
-    'full': jax.checkpoint_policies.nothing_saveable,
-    'dots': jax.checkpoint_policies.checkpoint_dots,
-    'dots_no_batch': jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class GPTConfig:
   """Decoder architecture; the defaults are GPT-2 small (and HF's `GPT2Config` defaults)."""
@@ -88,7 +79,7 @@ class GPTConfig:
                       f'num_kv_heads={self.num_kv_heads}: choose num_kv_heads dividing num_heads')
     choices = {'position': ('learned', 'rotary', 'sinusoidal'), 'norm': ('layernorm', 'rmsnorm'),
                'activation': tuple(layers.ACTIVATIONS) + tuple(layers.GATED_ACTIVATIONS),
-               'remat': tuple(REMAT_POLICIES)}
+               'remat': tuple(layers.REMAT_POLICIES)}
     for field, allowed in choices.items():
       if getattr(self, field) not in allowed:
         raise UserError(f'GPT {field}={getattr(self, field)!r} is unknown: use one of {allowed}')
@@ -215,7 +206,7 @@ class GPT(nn.Module):
     block = Block
     if cfg.remat != 'none':
       # deterministic and decode (args 4 and 5, counting the module) are Python bools.
-      block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], static_argnums=(4, 5),
+      block = nn.remat(block, policy=layers.REMAT_POLICIES[cfg.remat], static_argnums=(4, 5),
                        prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
       stack = nn.scan(block, variable_axes={'params': 0, 'cache': 0},

@@ -14,6 +14,10 @@ head of `BertForMaskedLM` (`masked_lm=True`; no pooler). The masked-LM decoder w
 word embeddings, so files do not store it (or store a copy, which is skipped); BERT's next-sentence
 head (`cls.seq_relationship`) is skipped too. `MASKED_LM` is the masked-LM variant of this module's
 load_config / import_params / export, for the model registry.
+
+With `config.scan_layers` the encoder layers are read into (and written from) the stacked layout,
+bert/layers/... with a leading [num_layers] axis (see `bert.stack_layers`); the table itself always
+names the unstacked bert/layer_{i}/... params.
 """
 
 import math
@@ -26,6 +30,7 @@ import numpy as np
 
 from llmjax.errors import UserError
 from llmjax.models import hf_common
+from llmjax.models import bert
 from llmjax.models import layers
 from llmjax.models.bert import BertConfig
 # CONFIG and WEIGHTS stay importable from here: callers and tests name the files through this module.
@@ -158,7 +163,8 @@ def import_params(hf_dir: str | os.PathLike, config: BertConfig,
   Returns:
     {'bert': {...}, 'classifier': {...}} (masked_lm: {'bert': {...}, 'predictions': {...}}) of numpy
     arrays in `config.param_dtype`, holding only the tensors present in the file (a `BertModel` file
-    has no head): merge it into freshly initialised params.
+    has no head): merge it into freshly initialised params. With config.scan_layers the encoder
+    layers are stacked under bert/layers.
   """
   if masked_lm and num_labels is not None:
     raise ValueError('a masked-LM import has no classifier: pass num_labels=None')
@@ -186,12 +192,46 @@ def import_params(hf_dir: str | os.PathLike, config: BertConfig,
     logging.warning('%s lacks %d encoder or masked-LM head tensors (e.g. %s); they keep their '
                     'initial values',
                     path, len(missing), missing[0])
+  if config.scan_layers:
+    params = _stack_present_layers(path, params, config.num_layers)
   return params
 
 
-def _hf_tensors(params, table: list[_Tensor], model_name: str) -> dict[str, np.ndarray]:
-  """Our params (optionally under 'params', boxed or not) -> {HF name: numpy array}, by `table`."""
-  return hf_common.hf_tensors(hf_common.unwrap(params), table, f'pass {model_name} params')
+def _stack_present_layers(path, params: dict, num_layers: int) -> dict:
+  """`bert.stack_layers` for a partial import: a layer param the file lacks in every layer is left
+  out (it keeps its initial value), but one it lacks in only some layers cannot be stacked."""
+  encoder = params.get('bert', {})
+  names = [set(_leaf_paths(encoder.get(f'layer_{i}', {}))) for i in range(num_layers)]
+  for name in sorted(set().union(*names)):
+    lacking = [i for i, present in enumerate(names) if name not in present]
+    if lacking:
+      raise UserError(f'{path} lacks layer {lacking[0]}\'s {"/".join(name)}, which other layers '
+                      f'have, so the scan_layers layout cannot stack it: import with '
+                      f'scan_layers=False, or use a complete checkpoint')
+  if not names[0]:
+    return params  # no encoder layer in the file (they all keep their initial values)
+  return bert.stack_layers(params, num_layers)
+
+
+def _leaf_paths(tree: dict, prefix: tuple[str, ...] = ()):
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from _leaf_paths(value, prefix + (key,))
+    else:
+      yield prefix + (key,)
+
+
+def _hf_tensors(params, config: BertConfig, table: list[_Tensor],
+                model_name: str) -> dict[str, np.ndarray]:
+  """Our params (optionally under 'params', boxed or not; stacked with config.scan_layers) ->
+  {HF name: numpy array}, by `table`."""
+  params = hf_common.unwrap(params)
+  if config.scan_layers:
+    if 'layers' not in params.get('bert', {}):
+      raise ValueError(f'params lack bert/layers, which scan_layers=True implies: pass {model_name} '
+                       f'params of this config')
+    params = bert.unstack_layers(params, config.num_layers)
+  return hf_common.hf_tensors(params, table, f'pass {model_name} params')
 
 
 def _write(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], config: BertConfig,
@@ -227,7 +267,8 @@ def export(params, config: BertConfig, out_dir: str | os.PathLike, num_labels: i
   if sorted(id2label) != list(range(num_labels)):
     raise UserError(f'id2label has ids {sorted(id2label)} but there are {num_labels} labels: '
                     f'give one name for each id 0..{num_labels - 1}')
-  tensors = _hf_tensors(params, _tensors(config, num_labels), 'BertForSequenceClassification')
+  tensors = _hf_tensors(params, config, _tensors(config, num_labels),
+                        'BertForSequenceClassification')
   _write(out_dir, tensors, config, 'BertForSequenceClassification',
          classifier_dropout=None,
          id2label={str(i): name for i, name in sorted(id2label.items())},
@@ -242,7 +283,7 @@ def import_masked_lm_params(hf_dir: str | os.PathLike, config: BertConfig) -> di
 def export_masked_lm(params, config: BertConfig, out_dir: str | os.PathLike) -> None:
   """Writes `BertForMaskedLM` params as a Hugging Face `BertForMaskedLM` directory (decoder tied to
   the word embeddings, so it is not stored). Arguments as `export`."""
-  tensors = _hf_tensors(params, _tensors(config, None, masked_lm=True), 'BertForMaskedLM')
+  tensors = _hf_tensors(params, config, _tensors(config, None, masked_lm=True), 'BertForMaskedLM')
   _write(out_dir, tensors, config, 'BertForMaskedLM', tie_word_embeddings=True)
 
 

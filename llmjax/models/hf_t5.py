@@ -23,6 +23,11 @@ embedding table:
 One table, `_tensors`, drives both `import_params` and `export`. The copies
 `{encoder, decoder}.embed_tokens.weight` of `shared.weight` that some files store are ignored.
 
+With `config.scan_layers` the blocks are read into (and written from) the stacked layout,
+{encoder, decoder}/layers/... with a leading [num_layers] axis and the position bias table at
+{encoder, decoder}/relative_attention_bias/rel_embedding (see `t5.stack_layers`); the table itself
+always names the unstacked block_{i} params.
+
 transformers 5.x always ties T5's `lm_head` to `shared` and keeps only the logit scaling switch
 (`scale_decoder_outputs`, False for v1.1): its files load as tie_word_embeddings=True,
 scale_decoder_outputs=False. Files with a separate `lm_head.weight` and tie_word_embeddings=false
@@ -166,7 +171,8 @@ def load_config(hf_dir: str | os.PathLike) -> dict:
 def import_params(hf_dir: str | os.PathLike, config: T5Config) -> dict:
   """Reads `hf_dir`/model.safetensors (`T5ForConditionalGeneration`) into `T5`'s param layout.
 
-  Returns a nested dict of numpy arrays in `config.param_dtype`, every param of `T5(config)`.
+  Returns a nested dict of numpy arrays in `config.param_dtype`, every param of `T5(config)`
+  (each stack's blocks stacked under `layers` when config.scan_layers).
   """
   path = hf_common.weights_file(hf_dir, 'T5')
   table = {t.hf_name: t for t in _tensors(config)}
@@ -183,6 +189,8 @@ def import_params(hf_dir: str | os.PathLike, config: T5Config) -> dict:
       hf_common.check_shape(path, name, w, t.hf_shape)
       hf_common.set_param(params, t.path, t.to_ours(w), param_dtype)
   hf_common.check_all_read(path, unknown, table, 'T5')
+  if config.scan_layers:
+    params = t5.stack_layers(params, config)
   return params
 
 
@@ -190,13 +198,19 @@ def export(params, config: T5Config, out_dir: str | os.PathLike) -> None:
   """Writes `T5` params as a Hugging Face `T5ForConditionalGeneration` directory.
 
   Args:
-    params: the params of `T5(config)` (optionally under a 'params' key), jax or numpy arrays, boxed
-      or not; fully addressable by this process.
+    params: the params of `T5(config)` (optionally under a 'params' key; stacked with
+      config.scan_layers), jax or numpy arrays, boxed or not; fully addressable by this process.
     config: a HF-compatible T5Config (relative positions, pre-RMSNorm, no biases or extra scaling).
     out_dir: created if needed; config.json and model.safetensors are (over)written.
   """
-  tensors = hf_common.hf_tensors(hf_common.unwrap(params), _tensors(config),
-                                'pass the params of T5(config)')
+  table = _tensors(config)  # refuses a config HF T5 cannot hold before looking at params
+  params = hf_common.unwrap(params)
+  if config.scan_layers:
+    if any('layers' not in params.get(stack, {}) for stack in ('encoder', 'decoder')):
+      raise ValueError('params lack {encoder, decoder}/layers, which scan_layers=True implies: pass '
+                       'the params of T5(config)')
+    params = t5.unstack_layers(params, config)
+  tensors = hf_common.hf_tensors(params, table, 'pass the params of T5(config)')
 
   hf_config = {
       'architectures': ['T5ForConditionalGeneration'],

@@ -44,6 +44,14 @@ Initializer = Callable[..., jax.Array]
 # N(0, 0.02^2), the BERT / GPT-2 initialisation; models pass their own `initializer_range`.
 default_init = nn.initializers.normal(stddev=0.02)
 
+# config.model.remat (the same names in every family) -> the jax.checkpoint policy (None: no remat).
+REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'dots': jax.checkpoint_policies.checkpoint_dots,
+    'dots_no_batch': jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
 
 def dtype(name: str | Dtype) -> jnp.dtype:
   """'float32', 'bfloat16', ... (or a dtype) -> the jnp dtype."""

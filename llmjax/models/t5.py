@@ -36,16 +36,23 @@ Parameter tree (no `bias` leaves unless use_bias; LayerNorm adds `bias` to each 
   decoder/block_0/relative_attention_bias/rel_embedding      decoder/final_norm/scale
   lm_head/kernel [E, vocab]                   (untied only)
 
+With `scan_layers` each stack's blocks are stacked instead, as {encoder, decoder}/layers/
+{self_attention, mlp, ...}/... with a leading [num_layers] axis named 'layers', and the position bias
+table moves up to {encoder, decoder}/relative_attention_bias/rel_embedding (the stack computes the
+bias once and broadcasts it to the scanned blocks); `stack_layers` / `unstack_layers` convert between
+the two layouts. `remat` rematerialises each block in the backward pass.
+
 Cached decoding: `init` with decode=True on a [B, max_len] decoder dummy creates the decoder's 'cache'
-(per-layer keys and values, `cache_index`, `cached_decoder_mask`); each `apply(..., method='decode',
-decode=True, mutable=['cache'])` appends its tokens. Cross-attention keys are recomputed from
-`encoded` each step (correct, not the fastest).
+(per-layer keys and values, stacked [num_layers, ...] with scan_layers; the stack's `cache_index` and
+`cached_decoder_mask`); each `apply(..., method='decode', decode=True, mutable=['cache'])` appends its
+tokens. Cross-attention keys are recomputed from `encoded` each step (correct, not the fastest).
 """
 
 import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import flax.linen as nn
 
 from llmjax.errors import UserError
@@ -82,12 +89,19 @@ class T5Config:
   use_bias: bool = False  # biases in attention and Mlp projections
   scale_attention: bool = False  # 1/sqrt(d_kv) on attention logits (T5 folds it into q's init)
   scale_embeddings: bool = False  # token embeddings * sqrt(d_model) (Vaswani et al.)
+  # nn.scan over each stack's blocks: params stacked under {encoder, decoder}/layers (leading axis
+  # 'layers'), compile time flat in depth.
+  scan_layers: bool = False
+  # Rematerialisation of each block in the backward pass: 'none', 'full' (save nothing), 'dots'
+  # (save matmul outputs), 'dots_no_batch' (save only matmuls without batch dims, i.e. weights').
+  remat: str = 'none'
   dtype: str = 'float32'  # compute
   param_dtype: str = 'float32'  # stored weights
 
   def __post_init__(self):
     choices = {'feed_forward': tuple(FEED_FORWARD), 'position': ('relative', 'sinusoidal'),
-               'norm': ('rmsnorm', 'layernorm'), 'norm_position': ('pre', 'post')}
+               'norm': ('rmsnorm', 'layernorm'), 'norm_position': ('pre', 'post'),
+               'remat': tuple(layers.REMAT_POLICIES)}
     for field, allowed in choices.items():
       if getattr(self, field) not in allowed:
         raise UserError(f'T5 {field}={getattr(self, field)!r} is unknown: use one of {allowed}')
@@ -139,15 +153,28 @@ def _normal(std: float) -> layers.Initializer:
   return nn.initializers.normal(stddev=std)
 
 
+def _relative_position_bias(cfg: T5Config, decoder: bool) -> layers.RelativePositionBias:
+  """The stack's position bias module (in the caller's scope): bidirectional buckets in the encoder,
+  causal in the decoder."""
+  return layers.RelativePositionBias(
+      cfg.num_heads, num_buckets=cfg.relative_attention_num_buckets,
+      max_distance=cfg.relative_attention_max_distance, bidirectional=not decoder,
+      embedding_init=_normal(cfg.initializer_factor * cfg.d_model ** -0.5),
+      name='relative_attention_bias', **layers.dtypes(cfg))
+
+
 class Block(nn.Module):
   """One encoder block (self-attention, Mlp) or decoder block (+ cross-attention after self-attention).
 
   Block 0 of a relative-position stack (`relative_bias`) computes the position bias; every block
-  returns the bias it used, so the stack hands block 0's to the others.
+  returns the bias it used, so the stack hands block 0's to the others. The flags of __call__ are
+  positional so nn.remat can mark them static and nn.scan broadcast them; under nn.scan (`scanned`,
+  where the stack passes the bias in) it returns (x, None), the carry and no per-layer output.
   """
   config: T5Config
   decoder: bool = False
   relative_bias: bool = False
+  scanned: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None, bias: jax.Array | None,
@@ -158,11 +185,8 @@ class Block(nn.Module):
     kw = layers.dtypes(cfg)
     f = cfg.initializer_factor
     if self.relative_bias:
-      bias = layers.RelativePositionBias(
-          cfg.num_heads, num_buckets=cfg.relative_attention_num_buckets,
-          max_distance=cfg.relative_attention_max_distance, bidirectional=not self.decoder,
-          embedding_init=_normal(f * cfg.d_model ** -0.5), name='relative_attention_bias',
-          **kw)(query_index, key_index)  # [1, heads, L, L or max_len]
+      # [1, heads, L, L or max_len]
+      bias = _relative_position_bias(cfg, self.decoder)(query_index, key_index)
 
     def sublayer(name, fn, x):
       norm = layers.norm(cfg.norm, epsilon=cfg.layer_norm_eps, name=f'{name}_norm', **kw)
@@ -192,7 +216,7 @@ class Block(nn.Module):
                      dropout_rate=cfg.dropout_rate, kernel_init=_normal(f * cfg.d_model ** -0.5),
                      out_init=_normal(f * cfg.d_ff ** -0.5), name='mlp', **kw)
     x = sublayer('mlp', lambda h: mlp(h, deterministic=deterministic), x)
-    return x, bias
+    return (x, None) if self.scanned else (x, bias)
 
 
 class Stack(nn.Module):
@@ -260,11 +284,28 @@ class Stack(nn.Module):
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
     bias = None
     num_layers = cfg.decoder_layers if self.decoder else cfg.num_layers
-    for i in range(num_layers):
-      x, bias = Block(cfg, decoder=self.decoder,
-                      relative_bias=i == 0 and cfg.position == 'relative', name=f'block_{i}')(
-                          x, mask, bias, query_index, key_index, encoded, cross_mask,
-                          deterministic, decode)
+    block = Block
+    if cfg.remat != 'none':
+      # deterministic and decode (args 8 and 9, counting the module) are Python bools.
+      block = nn.remat(block, policy=layers.REMAT_POLICIES[cfg.remat], static_argnums=(8, 9),
+                       prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      # Scanned blocks all have the same params, so the bias block 0 owns in the unscanned (HF)
+      # layout is computed here, once, and broadcast to every block.
+      if cfg.position == 'relative':
+        bias = _relative_position_bias(cfg, self.decoder)(query_index, key_index)
+      stack = nn.scan(block, variable_axes={'params': 0, 'cache': 0},
+                      split_rngs={'params': True, 'dropout': True},
+                      in_axes=(nn.broadcast,) * 8, length=num_layers,
+                      metadata_params={nn.PARTITION_NAME: 'layers'})
+      x, _ = stack(cfg, decoder=self.decoder, scanned=True, name='layers')(
+          x, mask, bias, query_index, key_index, encoded, cross_mask, deterministic, decode)
+    else:
+      for i in range(num_layers):
+        x, bias = block(cfg, decoder=self.decoder,
+                        relative_bias=i == 0 and cfg.position == 'relative', name=f'block_{i}')(
+                            x, mask, bias, query_index, key_index, encoded, cross_mask,
+                            deterministic, decode)
     if cfg.norm_position == 'pre':
       x = layers.norm(cfg.norm, epsilon=cfg.layer_norm_eps, name='final_norm', **kw)(x)
       x = nn.Dropout(rate=cfg.dropout_rate)(x, deterministic=deterministic)
@@ -354,3 +395,37 @@ class T5(nn.Module):
                        segment_ids=decoder_segment_ids, positions=decoder_positions,
                        input_segment_ids=input_segment_ids, deterministic=deterministic,
                        decode=decode)
+
+
+def _stacks(config: T5Config) -> tuple[tuple[str, int], ...]:
+  return ('encoder', config.num_layers), ('decoder', config.decoder_layers)
+
+
+def stack_layers(params: dict, config: T5Config) -> dict:
+  """Unboxed params of `T5(config)` with block_0..block_{n-1} -> the `scan_layers` layout: each
+  stack's blocks as one `layers` subtree of numpy leaves [n, ...], and block 0's position bias
+  table as the stack's `relative_attention_bias`."""
+  params = dict(params)
+  for name, num_layers in _stacks(config):
+    stack = dict(params[name])
+    blocks = [dict(stack.pop(f'block_{i}')) for i in range(num_layers)]
+    if 'relative_attention_bias' in blocks[0]:
+      stack['relative_attention_bias'] = blocks[0].pop('relative_attention_bias')
+    stack['layers'] = jax.tree.map(lambda *xs: np.stack(xs), *blocks)
+    params[name] = stack
+  return params
+
+
+def unstack_layers(params: dict, config: T5Config) -> dict:
+  """The inverse of `stack_layers` (unboxed params)."""
+  params = dict(params)
+  for name, num_layers in _stacks(config):
+    stack = dict(params[name])
+    stacked = stack.pop('layers')
+    for i in range(num_layers):
+      stack[f'block_{i}'] = jax.tree.map(lambda x: x[i], stacked)
+    if 'relative_attention_bias' in stack:
+      stack['block_0'] = {**stack['block_0'],
+                          'relative_attention_bias': stack.pop('relative_attention_bias')}
+    params[name] = stack
+  return params

@@ -1,4 +1,5 @@
-"""BERT model tests: parameter layout and logical axes, HF-style init, masking, dropout, dtypes."""
+"""BERT model tests: parameter layout and logical axes, HF-style init, masking, dropout, dtypes,
+scan_layers and remat."""
 
 import dataclasses
 import re
@@ -141,6 +142,47 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   np.testing.assert_allclose(logits16, logits32, atol=0.02)
 
 
+@pytest.mark.parametrize('scan_layers,remat', [(True, 'none'), (False, 'full'), (True, 'dots')])
+def test_scan_layers_and_remat_compute_the_same(scan_layers, remat):
+  base = dataclasses.replace(CONFIG, num_layers=3)
+  config = dataclasses.replace(base, scan_layers=scan_layers, remat=remat)
+  inputs = make_inputs()
+  unrolled = bert.BertForSequenceClassification(base, num_labels=3)
+  params = nn.unbox(init(unrolled)['params'])
+  model = bert.BertForSequenceClassification(config, num_labels=3)
+  boxed = jax.eval_shape(lambda: init(model))['params']
+  if scan_layers:
+    specs = flat(nn.get_partition_spec(boxed))
+    assert specs['bert/layers/attention/q/kernel'] == jax.sharding.PartitionSpec(
+        'layers', 'embed', 'heads', 'kv')
+    assert specs['bert/layers/mlp_ln/scale'] == jax.sharding.PartitionSpec('layers', 'embed')
+    assert flat(boxed)['bert/layers/mlp/wi/kernel'].value.shape == (3, 32, 64)
+    assert not any('layer_' in p for p in flat(boxed))
+    ours = bert.stack_layers(params, 3)
+    jax.tree.map(np.testing.assert_array_equal, bert.unstack_layers(ours, 3), params)
+  else:
+    ours = params
+  assert jax.tree.map(np.shape, ours) == jax.tree.map(np.shape, nn.unbox(boxed))
+
+  def loss(model, params, rngs=None):
+    logits = model.apply({'params': params}, *inputs, deterministic=rngs is None, rngs=rngs)
+    return jnp.mean(logits ** 2)
+
+  np.testing.assert_allclose(loss(model, ours), loss(unrolled, params), atol=1e-5, rtol=0)
+  grads = jax.jit(jax.grad(lambda p: loss(model, p)))(ours)
+  expected = jax.grad(lambda p: loss(unrolled, p))(params)
+  if scan_layers:
+    expected = bert.stack_layers(expected, 3)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), grads, expected)
+  if not scan_layers:
+    # Remat recomputes each layer with the same dropout masks.
+    rngs = {'dropout': jax.random.key(3)}
+    np.testing.assert_allclose(loss(model, ours, rngs), loss(unrolled, params, rngs), atol=1e-5)
+    grads = jax.grad(lambda p: loss(model, p, rngs))(ours)
+    expected = jax.grad(lambda p: loss(unrolled, p, rngs))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), grads, expected)
+
+
 def test_make_attention_mask():
   mask = layers.make_attention_mask(jnp.array([[1, 1, 0]]), jnp.array([[True, False, True, True]]))
   assert mask.shape == (1, 1, 3, 4) and mask.dtype == jnp.bool_
@@ -153,5 +195,7 @@ def test_user_errors():
   with pytest.raises(UserError, match='max_position_embeddings=64'):
     ids = np.zeros((1, 65), np.int32)
     bert.BertEncoder(CONFIG).init(jax.random.key(0), ids, ids, ids + 1, deterministic=True)
+  with pytest.raises(UserError, match="remat='some'"):
+    bert.BertConfig(remat='some')
   with pytest.raises(UserError, match='unknown dtype'):
     layers.dtype('float33')

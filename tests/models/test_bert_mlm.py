@@ -4,6 +4,7 @@ packed (segment-masked) rows, and the 'bert_mlm' registry family.
 transformers (PyTorch) is the reference here only; llmjax itself never imports it.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import flax.linen as nn
 import pytest
+import safetensors.numpy
 
 from llmjax import models
 from llmjax.models import bert, hf_bert
@@ -74,10 +76,12 @@ def unboxed_init(model):
   return nn.unbox(init(jax.random.key(0), *make_inputs(), deterministic=True))['params']
 
 
-def test_masked_lm_matches_hf(hf_mlm_dir):
+@pytest.mark.parametrize('scan_layers', [False, True])
+def test_masked_lm_matches_hf(hf_mlm_dir, scan_layers):
   hf_dir, hf_model = hf_mlm_dir
-  params = hf_bert.import_params(hf_dir, CONFIG, masked_lm=True)
-  model = bert.BertForMaskedLM(CONFIG)
+  config = dataclasses.replace(CONFIG, scan_layers=scan_layers)
+  params = hf_bert.import_params(hf_dir, config, masked_lm=True)
+  model = bert.BertForMaskedLM(config)
   # Every leaf, in exactly the module's layout: no pooler, the head under 'predictions'.
   assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, unboxed_init(model))
   assert 'pooler' not in params['bert']
@@ -106,6 +110,20 @@ def test_export_loads_in_transformers_and_round_trips(tmp_path, hf_mlm_dir):
       params['bert']['embeddings']['word_embeddings']['embedding'])
   back = hf_bert.import_params(tmp_path, CONFIG, masked_lm=True)
   jax.tree.map(np.testing.assert_array_equal, back, params)
+
+
+def test_scan_layers_export_round_trips(tmp_path, hf_mlm_dir):
+  config = dataclasses.replace(CONFIG, scan_layers=True)
+  params = hf_bert.import_params(hf_mlm_dir[0], config, masked_lm=True)
+  assert params['bert']['layers']['mlp']['wi']['kernel'].shape == (2, 32, 64)
+  hf_bert.export_masked_lm(params, config, tmp_path)
+  original = safetensors.numpy.load_file(hf_mlm_dir[0] / 'model.safetensors')
+  exported = safetensors.numpy.load_file(tmp_path / 'model.safetensors')
+  assert set(exported) <= set(original)
+  for name, x in exported.items():
+    np.testing.assert_array_equal(x, original[name], err_msg=name)
+  jax.tree.map(np.testing.assert_array_equal, hf_bert.import_params(tmp_path, config, masked_lm=True),
+               params)
 
 
 def test_imports_pretraining_checkpoint_skipping_nsp_and_pooler(tmp_path, caplog):

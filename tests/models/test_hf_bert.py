@@ -90,10 +90,12 @@ def test_load_config(hf_classifier_dir):
   assert fields['num_layers'] == 2 and fields['num_heads'] == 4
 
 
-def test_classifier_matches_hf(hf_classifier_dir):
+@pytest.mark.parametrize('scan_layers', [False, True])
+def test_classifier_matches_hf(hf_classifier_dir, scan_layers):
   hf_dir, hf_model = hf_classifier_dir
-  params = hf_bert.import_params(hf_dir, CONFIG, num_labels=NUM_LABELS)
-  model = bert.BertForSequenceClassification(CONFIG, NUM_LABELS)
+  config = dataclasses.replace(CONFIG, scan_layers=scan_layers)
+  params = hf_bert.import_params(hf_dir, config, num_labels=NUM_LABELS)
+  model = bert.BertForSequenceClassification(config, NUM_LABELS)
   assert shapes(params) == shapes(unboxed_init(model))  # every leaf, in exactly the module's layout
   inputs = make_inputs()
   logits = model.apply({'params': params}, *inputs, deterministic=True)
@@ -102,11 +104,13 @@ def test_classifier_matches_hf(hf_classifier_dir):
   np.testing.assert_allclose(logits, expected, atol=TOL, rtol=0)
 
 
-def test_encoder_matches_hf_bert_model(hf_model_dir):
+@pytest.mark.parametrize('scan_layers', [False, True])
+def test_encoder_matches_hf_bert_model(hf_model_dir, scan_layers):
   hf_dir, hf_model = hf_model_dir  # BertModel: tensor names without the 'bert.' prefix
-  params = hf_bert.import_params(hf_dir, CONFIG)
+  config = dataclasses.replace(CONFIG, scan_layers=scan_layers)
+  params = hf_bert.import_params(hf_dir, config)
   assert set(params) == {'bert'}
-  encoder = bert.BertEncoder(CONFIG)
+  encoder = bert.BertEncoder(config)
   assert shapes(params['bert']) == shapes(unboxed_init(encoder))
   inputs = make_inputs()
   seq, pooled = encoder.apply({'params': params['bert']}, *inputs, deterministic=True)
@@ -144,6 +148,36 @@ def test_export_loads_in_transformers_and_round_trips(tmp_path):
   reimported = hf_bert.import_params(tmp_path, CONFIG, num_labels=NUM_LABELS)
   jax.tree.map(np.testing.assert_array_equal, reimported, jax.tree.map(np.asarray, params))
   assert bert.BertConfig(**hf_bert.load_config(tmp_path)) == CONFIG
+
+
+def test_scan_layers_import_and_export_round_trip(tmp_path, hf_classifier_dir):
+  hf_dir, _ = hf_classifier_dir
+  config = dataclasses.replace(CONFIG, scan_layers=True)
+  params = hf_bert.import_params(hf_dir, config, num_labels=NUM_LABELS)
+  assert 'layers' in params['bert'] and not any(k.startswith('layer_') for k in params['bert'])
+  assert params['bert']['layers']['attention']['q']['kernel'].shape == (2, 32, 4, 8)
+  # The stacked layout is the unstacked import, restacked.
+  unstacked = hf_bert.import_params(hf_dir, CONFIG, num_labels=NUM_LABELS)
+  jax.tree.map(np.testing.assert_array_equal, params, bert.stack_layers(unstacked, 2))
+  hf_bert.export({'params': params}, config, tmp_path, NUM_LABELS)
+  original = safetensors.numpy.load_file(hf_dir / 'model.safetensors')
+  exported = safetensors.numpy.load_file(tmp_path / 'model.safetensors')
+  assert set(exported) <= set(original) and len(exported) == 5 + 2 * 16 + 2 + 2
+  for name, x in exported.items():
+    np.testing.assert_array_equal(x, original[name], err_msg=name)
+  with pytest.raises(ValueError, match='bert/layers'):
+    hf_bert.export(unstacked, config, tmp_path, NUM_LABELS)
+
+
+def test_scan_layers_refuses_a_layer_missing_from_some_layers(tmp_path, hf_model_dir):
+  tensors = safetensors.numpy.load_file(hf_model_dir[0] / 'model.safetensors')
+  del tensors['encoder.layer.1.output.dense.bias']
+  safetensors.numpy.save_file(tensors, tmp_path / 'model.safetensors', metadata={'format': 'pt'})
+  config = dataclasses.replace(CONFIG, scan_layers=True)
+  msg = one_line_error('lacks layer 1', hf_bert.import_params, tmp_path, config)
+  assert 'mlp/wo/bias' in msg and 'scan_layers=False' in msg
+  # Unstacked, the missing tensor just keeps its initial value.
+  assert 'bias' not in hf_bert.import_params(tmp_path, CONFIG)['bert']['layer_1']['mlp']['wo']
 
 
 def test_checkpoint_extras_and_classifier_choice(tmp_path, hf_classifier_dir, caplog):

@@ -91,9 +91,10 @@ def test_load_config(hf_dir):
   assert t5.T5Config(**hf_t5.load_config(path), dropout_rate=0.0) == our_config(variant)
 
 
-def test_logits_match_hf_with_padding(hf_dir):
+@pytest.mark.parametrize('scan_layers', [False, True])
+def test_logits_match_hf_with_padding(hf_dir, scan_layers):
   variant, path, hf_model = hf_dir
-  config = our_config(variant)
+  config = dataclasses.replace(our_config(variant), scan_layers=scan_layers)
   params = hf_t5.import_params(path, config)
   ids, mask, dec = inputs()
   with torch.no_grad():
@@ -187,6 +188,27 @@ def test_export_loads_in_transformers_with_same_logits(hf_dir, tmp_path):
     np.testing.assert_allclose(reloaded(**args).logits.numpy(), hf_model(**args).logits.numpy(),
                                atol=1e-6, rtol=0)
   assert t5.T5Config(**hf_t5.load_config(tmp_path), dropout_rate=0.0) == config
+
+
+def test_scan_layers_import_and_export_round_trip(hf_dir, tmp_path):
+  """HF file -> the stacked layout (the unstacked import, restacked) -> the same HF tensors."""
+  variant, path, _ = hf_dir
+  config = dataclasses.replace(our_config(variant), scan_layers=True, remat='full')
+  params = hf_t5.import_params(path, config)
+  for stack, layers in (('encoder', 2), ('decoder', 3)):
+    assert not any(k.startswith('block_') for k in params[stack])
+    assert params[stack]['layers']['self_attention']['q']['kernel'].shape == (layers, 16, 4, 6)
+    assert params[stack]['relative_attention_bias']['rel_embedding'].shape == (8, 4)
+  unstacked = hf_t5.import_params(path, our_config(variant))
+  jax.tree.map(np.testing.assert_array_equal, params, t5.stack_layers(unstacked, config))
+  hf_t5.export({'params': params}, config, tmp_path)
+  original = safetensors.numpy.load_file(path / hf_t5.WEIGHTS)
+  exported = safetensors.numpy.load_file(tmp_path / hf_t5.WEIGHTS)
+  assert set(exported) == set(original) - set(hf_t5._IGNORED)
+  for name, x in exported.items():
+    np.testing.assert_array_equal(x, original[name], err_msg=name)
+  with pytest.raises(ValueError, match='layers'):
+    hf_t5.export(unstacked, config, tmp_path)
 
 
 def test_untied_head_round_trips(tmp_path):

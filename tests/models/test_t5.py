@@ -1,5 +1,6 @@
 """T5 and original-Transformer tests: relative position buckets and bias, unscaled/biased attention,
-parameter counts and tree, cached decoding, encoder padding, dropout, bfloat16, errors.
+parameter counts and tree, cached decoding, encoder padding, dropout, bfloat16, scan_layers and remat,
+errors.
 
 HF agreement (logits, greedy generations, export) is in test_hf_t5.py.
 """
@@ -202,6 +203,76 @@ def test_kv_cache_decoding_equals_full_forward(config):
   np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
 
 
+@pytest.mark.parametrize('scan_layers,remat', [(True, 'none'), (False, 'full'), (True, 'dots')])
+@pytest.mark.parametrize('config', [TINY, V1_1, VASWANI], ids=['t5', 'v1_1', 'vaswani'])
+def test_scan_layers_and_remat_compute_the_same(config, scan_layers, remat):
+  """Scanned (restacked weights) and rematerialised models compute the unrolled model's logits,
+  loss and gradients; scanned, cached decoding (chunked, and greedy generation) too."""
+  ids, mask, dec = inputs()
+  unrolled = t5.T5(config)
+  params = nn.unbox(unrolled.init(jax.random.key(0), ids, dec, deterministic=True)['params'])
+  ours_config = dataclasses.replace(config, scan_layers=scan_layers, remat=remat)
+  model = t5.T5(ours_config)
+  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), ids, dec,
+                                            deterministic=True))['params']
+  spec = jax.sharding.PartitionSpec
+  if scan_layers:
+    specs = flat(nn.get_partition_spec(boxed))
+    assert specs['decoder/layers/self_attention/q/kernel'] == spec('layers', 'embed', 'heads', 'kv')
+    assert specs['encoder/layers/mlp/wo/kernel'] == spec('layers', 'mlp', 'embed')
+    layer_shape = (config.decoder_layers, 4, config.d_kv, 16)
+    assert flat(boxed)['decoder/layers/cross_attention/out/kernel'].value.shape == layer_shape
+    assert not any('block_' in p for p in specs)
+    if config.position == 'relative':  # one table per stack, outside the scanned blocks
+      for stack in ('encoder', 'decoder'):
+        table = flat(boxed)[f'{stack}/relative_attention_bias/rel_embedding']
+        assert (table.value.shape, table.names) == ((8, 4), (None, 'heads'))
+    else:
+      assert not any('relative_attention_bias' in p for p in specs)
+    ours = t5.stack_layers(params, config)
+    jax.tree.map(np.testing.assert_array_equal, t5.unstack_layers(ours, config), params)
+  else:
+    ours = params
+  assert jax.tree.map(np.shape, ours) == jax.tree.map(np.shape, nn.unbox(boxed))
+
+  def forward(model, params):
+    return model.apply({'params': params}, ids, dec, input_mask=mask, deterministic=True)
+
+  full = forward(unrolled, params)
+  np.testing.assert_allclose(forward(model, ours), full, atol=1e-5, rtol=0)
+  loss = lambda model, params: jnp.mean(forward(model, params) ** 2)
+  np.testing.assert_allclose(loss(model, ours), loss(unrolled, params), atol=1e-5, rtol=0)
+  grads = jax.jit(jax.grad(lambda p: loss(model, p)))(ours)
+  expected = jax.grad(lambda p: loss(unrolled, p))(params)
+  if scan_layers:
+    expected = t5.stack_layers(expected, config)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), grads, expected)
+  if not scan_layers:
+    return
+
+  # Cached decoding through the scanned cache: per-block keys and values stacked [layers, ...],
+  # the stack's cache_index and cached_decoder_mask unstacked.
+  cache = model.init(jax.random.key(0), ids, jnp.zeros((2, 8), jnp.int32), input_mask=mask,
+                     deterministic=True, decode=True)['cache']['decoder']
+  assert cache['layers']['self_attention']['cached_key'].shape == (
+      config.decoder_layers, 2, 8, 4, config.d_kv)
+  assert cache['cache_index'].shape == () and cache['cached_decoder_mask'].shape == (2, 8)
+  encoded = model.apply({'params': ours}, ids, mask, deterministic=True, method='encode')
+  cache, steps = {'decoder': cache}, []
+  for start, end in [(0, 2), (2, 3), (3, 4), (4, 5), (5, 6)]:
+    logits, updated = model.apply({'params': ours, 'cache': cache}, dec[:, start:end], encoded, mask,
+                                  deterministic=True, decode=True, mutable=['cache'],
+                                  method='decode')
+    cache = updated['cache']
+    steps.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5, rtol=0)
+  # Greedy generation through the scanned cache: each token is the teacher-forced argmax.
+  tokens = decoding.seq2seq_generate(model, ours, ids, mask, max_new_tokens=5)
+  dec_in = jnp.concatenate([jnp.zeros((2, 1), jnp.int32), tokens[:, :-1]], axis=1)
+  teacher = unrolled.apply({'params': params}, ids, dec_in, input_mask=mask, deterministic=True)
+  np.testing.assert_array_equal(tokens, jnp.argmax(teacher, axis=-1))
+
+
 @pytest.mark.parametrize('config', [TINY, VASWANI], ids=['t5', 'vaswani'])
 def test_encoder_padding_is_ignored(config):
   model = t5.T5(config)
@@ -287,6 +358,8 @@ def test_user_errors():
     dataclasses.replace(TINY, relative_attention_num_buckets=2)
   with pytest.raises(UserError, match='even'):
     dataclasses.replace(VASWANI, d_model=15)
+  with pytest.raises(UserError, match="remat='some'"):
+    dataclasses.replace(TINY, remat='some')
   ids = jnp.zeros((1, 40), jnp.int32)
   with pytest.raises(UserError, match='max_position_embeddings'):
     t5.T5(VASWANI).init(jax.random.key(0), ids, ids[:, :4], deterministic=True)
