@@ -170,9 +170,20 @@ def _check_beams(num_beams: int, early_stopping) -> None:
 
 
 def _repeat_beams(tree, num_beams: int):
-  """Repeats every batch row num_beams times (row b * k + j is beam j of b); scalars (cache
-  indices) stay."""
-  return jax.tree.map(lambda x: jnp.repeat(x, num_beams, axis=0) if x.ndim else x, tree)
+  """Repeats every batch row num_beams times (row b * k + j is beam j of b)."""
+  return jax.tree.map(lambda x: jnp.repeat(x, num_beams, axis=0), tree)
+
+
+def _map_cache_rows(fn, cache):
+  """fn(x, axis) on the batch axis of every cache leaf: axis 0, or 1 under `layers` (the stacked
+  blocks of nn.scan, whose leading axis is the layer). Cache indices, scalars or one per layer,
+  have no batch axis and stay."""
+
+  def on_rows(path, x):
+    axis = 1 if any(getattr(k, 'key', None) == 'layers' for k in path) else 0
+    return fn(x, axis) if x.ndim > axis else x
+
+  return jax.tree_util.tree_map_with_path(on_rows, cache)
 
 
 def _beam_loop(step, logits, cache, *, batch, num_beams, max_new_tokens, eos_id, length_penalty,
@@ -245,7 +256,7 @@ def _beam_loop(step, logits, cache, *, batch, num_beams, max_new_tokens, eos_id,
 
     # Reorder the cache to the surviving beams, then feed them their new tokens.
     rows = (jnp.arange(batch)[:, None] * k + beam_parent).reshape(-1)
-    cache = jax.tree.map(lambda x: x[rows] if x.ndim else x, cache)
+    cache = _map_cache_rows(lambda x, axis: jnp.take(x, rows, axis=axis), cache)
     token = running[:, :, t].reshape(-1)
     logits, cache = step(cache, token, t)
     return (t + 1, cache, logits, running, running_scores, finished, finished_scores, is_finished,
@@ -288,7 +299,8 @@ def beam_search(model: nn.Module, params, prompt_ids: jax.Array, prompt_mask: ja
   batch = prompt_ids.shape[0]
   logits, cache, lengths = _prefill(model, params, prompt_ids, prompt_mask, max_new_tokens)
   # Every beam starts from the prompt.
-  logits, cache, lengths = _repeat_beams((logits, cache, lengths), num_beams)
+  logits, lengths = _repeat_beams((logits, lengths), num_beams)
+  cache = _map_cache_rows(lambda x, axis: jnp.repeat(x, num_beams, axis=axis), cache)
   # After the last token its step is wasted, but keeps the loop uniform (the cache has the slot).
   return _beam_loop(
       lambda cache, token, t: _step(model, params, cache, token[:, None], lengths + t),

@@ -3,6 +3,7 @@ search for decoder-only and encoder-decoder models (HF equality: tests/models/te
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -176,3 +177,23 @@ def test_beam_search_user_errors():
                                  early_stopping='sometimes')
   with pytest.raises(UserError, match='max_new_tokens=0'):
     decoding.seq2seq_beam_search(model, params, src, src_mask, num_beams=2, max_new_tokens=0)
+
+
+def test_beam_search_over_scanned_layers_equals_unscanned():
+  """nn.scan stacks the cache's layers first: beams must be repeated and reordered on axis 1 there."""
+  ids, mask = prompts()
+  scanned = gpt.GPT(dataclasses.replace(CONFIG, scan_layers=True))
+  stacked = gpt.stack_layers(nn.unbox(PARAMS), CONFIG.num_layers)
+  for kw in (dict(num_beams=3, max_new_tokens=6), dict(num_beams=3, max_new_tokens=6, eos_id=5)):
+    expected = decoding.beam_search(MODEL, PARAMS, ids, mask, **kw)
+    got = decoding.beam_search(scanned, stacked, ids, mask, **kw)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_allclose(got[1], expected[1], atol=1e-4)
+
+  model, params, ids, mask = t5_model_and_inputs()
+  config = dataclasses.replace(T5_CONFIG, scan_layers=True)
+  expected = decoding.seq2seq_beam_search(model, params, ids, mask, num_beams=3, max_new_tokens=6)
+  got = decoding.seq2seq_beam_search(t5.T5(config), t5.stack_layers(nn.unbox(params), config),
+                                     ids, mask, num_beams=3, max_new_tokens=6)
+  np.testing.assert_array_equal(got[0], expected[0])
+  np.testing.assert_allclose(got[1], expected[1], atol=1e-4)
