@@ -20,12 +20,13 @@ from llmjax.tasks.classification import ClassificationTask
 from llmjax.tasks.mlm import MaskedLMTask
 from llmjax.tasks.seq2seq import Seq2SeqTask
 
-# Each language-modelling task, its data and the model families it can train.
+# Each language-modelling task: the `llmjax.data.lm` function that builds its data (by name: lm
+# imports `masking` from this package), its task class and the model families it can train.
 _LM_TASKS = {
-    'causal_lm': (lm.build, CausalLMTask, ('gpt',)),
-    'mlm': (lm.build_masked, MaskedLMTask, ('bert_mlm',)),
-    'span_corruption': (lm.build_span_corruption, Seq2SeqTask, ('t5',)),
-    'translation': (lm.build_translation, Seq2SeqTask, ('t5',)),
+    'causal_lm': ('build', CausalLMTask, ('gpt',)),
+    'mlm': ('build_masked', MaskedLMTask, ('bert_mlm',)),
+    'span_corruption': ('build_span_corruption', Seq2SeqTask, ('t5',)),
+    'translation': ('build_translation', Seq2SeqTask, ('t5',)),
 }
 TASKS = ('classification', *_LM_TASKS)
 
@@ -33,7 +34,7 @@ TASKS = ('classification', *_LM_TASKS)
 def build_data(config: ml_collections.ConfigDict, *, process_index: int, process_count: int):
   if config.task.name == 'classification':
     return pipeline.build(config, process_index=process_index, process_count=process_count)
-  build, _, _ = _LM_TASKS[config.task.name]
+  build = getattr(lm, _LM_TASKS[config.task.name][0])
   return build(config, process_index=process_index, process_count=process_count)
 
 
