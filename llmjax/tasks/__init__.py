@@ -41,7 +41,7 @@ def build_data(config: ml_collections.ConfigDict, *, process_index: int, process
 def build_task(config: ml_collections.ConfigDict, data):
   """The task for `config`, over the model of `config.model` (resolved already)."""
   if config.task.name == 'classification':
-    return ClassificationTask(models.build(config.model, data.num_labels), data.num_labels)
+    return task_for(config, data.num_labels)
   if data.vocab_size > config.model.vocab_size:
     raise UserError(f'the tokenizer has {data.vocab_size} tokens but config.model.vocab_size='
                     f'{config.model.vocab_size}: set model.vocab_size >= {data.vocab_size}')
@@ -50,13 +50,11 @@ def build_task(config: ml_collections.ConfigDict, data):
 
 def task_for(config: ml_collections.ConfigDict, num_labels: int = 2):
   """The task of `config` without its data (a classifier gets `num_labels` classes)."""
-  if config.task.name == 'classification':
-    task_cls, families = None, ('bert_classifier',)
-  else:
-    _, task_cls, families = _LM_TASKS[config.task.name]
+  classification = config.task.name == 'classification'
+  families = ('bert_classifier',) if classification else _LM_TASKS[config.task.name][2]
   if config.model.name not in families:
     raise UserError(f'config.task.name={config.task.name!r} trains {" or ".join(families)} models, '
                     f'not config.model.name={config.model.name!r}: change one of them')
-  if task_cls is None:
+  if classification:
     return ClassificationTask(models.build(config.model, num_labels), num_labels)
-  return task_cls(models.build(config.model))
+  return _LM_TASKS[config.task.name][1](models.build(config.model))
