@@ -35,26 +35,12 @@ def get_config(arg=None):
   c.model = models.model_config(
       'bert_mlm', max_position_embeddings=512, hidden_size=arg.width, num_layers=arg.layers,
       num_heads=arg.width // 64, intermediate_size=4 * arg.width)
-  c.data.name = 'enwiki_sample'
-  # The 8 held-out articles: half score checkpoints, half are the final test.
-  c.data.splits = dict(train='train', validation='validation[:50%]', test='validation[50%:]')
-  c.data.max_len = arg.max_len
-  c.data.buckets = (arg.max_len,)
+  config_lib.enwiki_pretraining(c, arg)
   c.tokenizer.kind = 'wordpiece'
   c.tokenizer.vocab = 'asset:all-MiniLM-L6-v2/vocab.txt'  # uncased BERT's vocabulary
   c.tokenizer.lowercase = True
-  c.num_train_steps = arg.steps
-  c.batch_size = arg.batch
-  c.eval_batch_size = 32
-  c.optim.lr = arg.lr
   c.optim.schedule = 'linear'
-  c.optim.warmup_frac = 0.05
   c.optim.weight_decay = 0.01
-  c.eval.every_steps = 250
-  c.eval.metric = 'loss'
-  c.eval.mode = 'min'
-  c.checkpoint.every_steps = 250
-  c.log_every_steps = 50
 
   if arg.bert_base:
     c.model = models.model_config('bert_mlm')  # BERT-base: 12 layers, hidden 768, 12 heads.
@@ -75,12 +61,5 @@ def get_config(arg=None):
     # The full vocabulary stays, so tiny runs read the real vocab.txt as well as the tests' fake one.
     c.model.update(max_position_embeddings=32, hidden_size=32, num_layers=2, num_heads=4,
                    intermediate_size=64)
-    c.data.max_len = 32
-    c.data.buckets = (32,)
-    c.num_train_steps = 6
-    c.batch_size = 8
-    c.eval_batch_size = 8
-    c.eval.every_steps = 3
-    c.checkpoint.every_steps = 3
-    c.log_every_steps = 2
+    config_lib.tiny_run(c)
   return c

@@ -29,25 +29,11 @@ def get_config(arg=None):
       'gpt', vocab_size=arg.vocab, max_position_embeddings=arg.max_len, hidden_size=arg.width,
       num_layers=arg.layers, num_heads=max(arg.width // 64, 1), intermediate_size=4 * arg.width,
       embd_dropout=0.0, attn_dropout=0.0, resid_dropout=0.0)
-  c.data.name = 'enwiki_sample'
-  # The 8 held-out articles: half score checkpoints, half are the final test.
-  c.data.splits = dict(train='train', validation='validation[:50%]', test='validation[50%:]')
-  c.data.max_len = arg.max_len
-  c.data.buckets = (arg.max_len,)
+  config_lib.enwiki_pretraining(c, arg)
   c.tokenizer.kind = 'sentencepiece'
   c.tokenizer.vocab = f'spm:enwiki_sample:{arg.vocab}'
-  c.num_train_steps = arg.steps
-  c.batch_size = arg.batch
-  c.eval_batch_size = 32
-  c.optim.lr = arg.lr
   c.optim.schedule = 'cosine'
-  c.optim.warmup_frac = 0.05
   c.optim.weight_decay = 0.1
-  c.eval.every_steps = 250
-  c.eval.metric = 'loss'
-  c.eval.mode = 'min'
-  c.checkpoint.every_steps = 250
-  c.log_every_steps = 50
 
   if arg.gpt2_small:
     c.model = models.model_config('gpt')  # GPT-2 small: 12 layers, width 768, 12 heads, 124M.
@@ -68,12 +54,5 @@ def get_config(arg=None):
     c.model.update(vocab_size=256, max_position_embeddings=32, hidden_size=32, num_layers=2,
                    num_heads=4, intermediate_size=64)
     c.tokenizer.vocab = 'spm:enwiki_sample:256'
-    c.data.max_len = 32
-    c.data.buckets = (32,)
-    c.num_train_steps = 6
-    c.batch_size = 8
-    c.eval_batch_size = 8
-    c.eval.every_steps = 3
-    c.checkpoint.every_steps = 3
-    c.log_every_steps = 2
+    config_lib.tiny_run(c)
   return c

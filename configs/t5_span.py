@@ -40,25 +40,11 @@ def get_config(arg=None):
   c.model = models.model_config(
       't5', vocab_size=arg.vocab + 100, d_model=arg.width, d_kv=64, d_ff=4 * arg.width,
       num_layers=arg.layers, num_heads=max(arg.width // 64, 1), dropout_rate=0.0)
-  c.data.name = 'enwiki_sample'
-  # The 8 held-out articles: half score checkpoints, half are the final test.
-  c.data.splits = dict(train='train', validation='validation[:50%]', test='validation[50%:]')
-  c.data.max_len = arg.max_len
-  c.data.buckets = (arg.max_len,)
+  config_lib.enwiki_pretraining(c, arg)
   c.tokenizer.kind = 'sentencepiece'
   c.tokenizer.vocab = f'spm:enwiki_sample:{arg.vocab}'
-  c.num_train_steps = arg.steps
-  c.batch_size = arg.batch
-  c.eval_batch_size = 32
-  c.optim.lr = arg.lr
   c.optim.schedule = 'cosine'
-  c.optim.warmup_frac = 0.05
   c.optim.weight_decay = 0.01
-  c.eval.every_steps = 250
-  c.eval.metric = 'loss'
-  c.eval.mode = 'min'
-  c.checkpoint.every_steps = 250
-  c.log_every_steps = 50
 
   if arg.t5_small or arg.t5_v1_1_small:
     c.model = models.model_config('t5')  # T5 v1.0 small.
@@ -83,12 +69,5 @@ def get_config(arg=None):
     c.model.update(vocab_size=256 + 100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                    relative_attention_num_buckets=8, relative_attention_max_distance=32)
     c.tokenizer.vocab = 'spm:enwiki_sample:256'
-    c.data.max_len = 32
-    c.data.buckets = (32,)
-    c.num_train_steps = 6
-    c.batch_size = 8
-    c.eval_batch_size = 8
-    c.eval.every_steps = 3
-    c.checkpoint.every_steps = 3
-    c.log_every_steps = 2
+    config_lib.tiny_run(c)
   return c

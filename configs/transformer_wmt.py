@@ -55,13 +55,7 @@ def get_config(arg=None):
     c.model.update(vocab_size=256, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                    max_position_embeddings=32)
     c.tokenizer.vocab = 'spm:wmt14_translate/de-en:256'
-    c.data.max_len = c.data.target_max_len = 32
-    c.data.buckets = (32,)
-    c.num_train_steps = 6
-    c.batch_size = 8
-    c.eval_batch_size = 8
+    config_lib.tiny_run(c)
+    c.data.target_max_len = 32
     c.optim.warmup_frac = 0.5
-    c.eval.every_steps = 3
-    c.checkpoint.every_steps = 3
-    c.log_every_steps = 2
   return c

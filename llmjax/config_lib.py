@@ -133,6 +133,39 @@ def parse_arg(arg: str | None, **spec) -> types.SimpleNamespace:
   return types.SimpleNamespace(**values)
 
 
+def enwiki_pretraining(c: ml_collections.ConfigDict, arg: types.SimpleNamespace) -> None:
+  """What the small pretraining configs share: the gensim Wikipedia sample (its 8 held-out articles
+  halved into validation and test), rows of `arg.max_len`, `arg.steps` steps of `arg.batch` rows at
+  peak rate `arg.lr` after 5% warmup, and validation loss checked and saved every 250 steps."""
+  c.data.name = 'enwiki_sample'
+  c.data.splits = dict(train='train', validation='validation[:50%]', test='validation[50%:]')
+  c.data.max_len = arg.max_len
+  c.data.buckets = (arg.max_len,)
+  c.num_train_steps = arg.steps
+  c.batch_size = arg.batch
+  c.eval_batch_size = 32
+  c.optim.lr = arg.lr
+  c.optim.warmup_frac = 0.05
+  c.eval.every_steps = 250
+  c.eval.metric = 'loss'
+  c.eval.mode = 'min'
+  c.checkpoint.every_steps = 250
+  c.log_every_steps = 50
+
+
+def tiny_run(c: ml_collections.ConfigDict, max_len: int = 32) -> None:
+  """The run of a `tiny` variant: 6 steps of 8 rows of `max_len` tokens, evaluated and saved twice;
+  every code path of a real run in seconds (the model's size is the config's to shrink)."""
+  c.data.max_len = max_len
+  c.data.buckets = (max_len,)
+  c.num_train_steps = 6
+  c.batch_size = 8
+  c.eval_batch_size = 8
+  c.eval.every_steps = 3
+  c.checkpoint.every_steps = 3
+  c.log_every_steps = 2
+
+
 def _flatten(c, prefix=''):
   for k, v in c.items():
     if isinstance(v, ml_collections.ConfigDict):
