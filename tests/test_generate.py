@@ -16,26 +16,24 @@ from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
 
 
-@pytest.fixture(scope='module')
-def lm_run(fake_cache_dir, tmp_path_factory):
+def _tiny_run(name, cache_dir, workdir):
+  """Trains config `name`'s tiny variant on the fake corpus into `workdir`."""
   with pytest.MonkeyPatch.context() as mp:
-    mp.setenv('LLMJAX_CACHE', str(fake_cache_dir))
-    config = load_config('gpt_lm', 'tiny')
+    mp.setenv('LLMJAX_CACHE', str(cache_dir))
+    config = load_config(name, 'tiny')
     config.data.splits = dict(train='train[:80%]', validation='train[80%:]', test='train[80%:]')
-    workdir = tmp_path_factory.mktemp('gpt')
     train.train_and_evaluate(config, workdir)
   return workdir
+
+
+@pytest.fixture(scope='module')
+def lm_run(fake_cache_dir, tmp_path_factory):
+  return _tiny_run('gpt_lm', fake_cache_dir, tmp_path_factory.mktemp('gpt'))
 
 
 @pytest.fixture(scope='module')
 def t5_run(fake_cache_dir, tmp_path_factory):
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setenv('LLMJAX_CACHE', str(fake_cache_dir))
-    config = load_config('t5_span', 'tiny')
-    config.data.splits = dict(train='train[:80%]', validation='train[80%:]', test='train[80%:]')
-    workdir = tmp_path_factory.mktemp('t5')
-    train.train_and_evaluate(config, workdir)
-  return workdir
+  return _tiny_run('t5_span', fake_cache_dir, tmp_path_factory.mktemp('t5'))
 
 
 @pytest.mark.parametrize('run', ['lm_run', 't5_run'])
