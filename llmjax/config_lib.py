@@ -47,6 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.task = ml_collections.ConfigDict()
   c.task.name = 'classification'  # classification | causal_lm | mlm | span_corruption | translation
+  # Training targets put this mass evenly over all classes (Szegedy et al. 2016); metrics stay NLL.
+  c.task.label_smoothing = 0.0
   c.task.mask_rate = 0.15  # mlm: the fraction of tokens to predict (Devlin et al. 2019).
   c.task.whole_word_masking = False  # mlm: mask every piece of a chosen word.
   # span_corruption (Raffel et al. 2020): the fraction of tokens hidden, in spans of this mean length.
@@ -231,6 +233,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     need(config.model.hidden_size % config.model.num_heads == 0, 'model.num_heads',
          f'must divide model.hidden_size={config.model.hidden_size}')
   need(config.eval.mode in ('max', 'min'), 'eval.mode', 'must be max or min')
+  need(0 <= config.task.label_smoothing < 1, 'task.label_smoothing', 'must be in [0, 1)')
   metrics = ('accuracy', 'precision', 'recall', 'f1', 'loss', 'perplexity')
   need(config.eval.metric in metrics, 'eval.metric', f'must be one of {", ".join(metrics)}')
   need(config.task.name == 'classification' or config.num_train_steps > 0, 'num_train_steps',

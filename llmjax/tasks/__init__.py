@@ -55,6 +55,7 @@ def task_for(config: ml_collections.ConfigDict, num_labels: int = 2):
   if config.model.name not in families:
     raise UserError(f'config.task.name={config.task.name!r} trains {" or ".join(families)} models, '
                     f'not config.model.name={config.model.name!r}: change one of them')
+  smoothing = config.task.label_smoothing
   if classification:
-    return ClassificationTask(models.build(config.model, num_labels), num_labels)
-  return _LM_TASKS[config.task.name][1](models.build(config.model))
+    return ClassificationTask(models.build(config.model, num_labels), num_labels, smoothing)
+  return _LM_TASKS[config.task.name][1](models.build(config.model), smoothing)

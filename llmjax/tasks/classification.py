@@ -16,16 +16,18 @@ for nothing and the host can normalise across batches and processes.
 
 import jax.numpy as jnp
 import numpy as np
-import optax
 from sklearn import metrics as skm
+
+from llmjax.tasks import losses
 
 
 class ClassificationTask:
   """Cross-entropy over `num_labels` classes on the logits of a sequence classifier."""
 
-  def __init__(self, model, num_labels: int):
+  def __init__(self, model, num_labels: int, label_smoothing: float = 0.0):
     self.model = model
     self.num_labels = num_labels
+    self.label_smoothing = label_smoothing
 
   def init(self, rng, length: int):
     ids = jnp.zeros((1, length), jnp.int32)
@@ -42,21 +44,23 @@ class ClassificationTask:
         deterministic=deterministic, rngs=None if deterministic else {'dropout': dropout_rng})
 
   def _sums(self, logits, batch):
+    """(summed training loss, sums of NLL, examples and correct predictions)."""
     weight = batch['weight']
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch['label'])
+    objective, nll = losses.cross_entropy(logits, batch['label'], self.label_smoothing)
     correct = (jnp.argmax(logits, -1) == batch['label']) * weight
-    return {'loss': jnp.sum(nll * weight), 'weight': jnp.sum(weight), 'correct': jnp.sum(correct)}
+    return jnp.sum(objective * weight), {
+        'loss': jnp.sum(nll * weight), 'weight': jnp.sum(weight), 'correct': jnp.sum(correct)}
 
   def loss(self, params, batch, dropout_rng):
-    """(summed loss, sums) for a batch; `sums` holds loss, weight and correct-prediction counts."""
-    sums = self._sums(self.logits(params, batch, dropout_rng=dropout_rng), batch)
-    return sums['loss'], sums
+    """(summed training loss, sums) for a batch; `sums` holds the NLL, weight and correct-prediction
+    counts. With label smoothing the training loss is the smoothed one; sums keep the NLL."""
+    return self._sums(self.logits(params, batch, dropout_rng=dropout_rng), batch)
 
   def eval_outputs(self, params, batch):
     """What evaluation needs from one batch: the sums, and each row's prediction, label and weight
     (0 for padding rows), so the host can compute metrics over the whole split."""
     logits = self.logits(params, batch)
-    return {**self._sums(logits, batch), 'prediction': jnp.argmax(logits, -1),
+    return {**self._sums(logits, batch)[1], 'prediction': jnp.argmax(logits, -1),
             'label': batch['label'], 'mask': batch['weight']}
 
   @staticmethod

@@ -5,7 +5,8 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
-import optax
+
+from llmjax.tasks import losses
 
 
 class TokenPredictionTask:
@@ -13,23 +14,26 @@ class TokenPredictionTask:
   `tokens` and `logits`; see `classification.py` for the interface every task offers."""
   label_key: str
 
-  def __init__(self, model):
+  def __init__(self, model, label_smoothing: float = 0.0):
     self.model = model
+    self.label_smoothing = label_smoothing
 
   def _sums(self, logits, batch):
+    """(summed training loss, sums of NLL, predicted tokens and correct predictions)."""
     weights = batch['weights']
     labels = batch[self.label_key]
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    objective, nll = losses.cross_entropy(logits, labels, self.label_smoothing)
     correct = (jnp.argmax(logits, -1) == labels) * weights
-    return {'loss': jnp.sum(nll * weights), 'weight': jnp.sum(weights), 'correct': jnp.sum(correct)}
+    return jnp.sum(objective * weights), {
+        'loss': jnp.sum(nll * weights), 'weight': jnp.sum(weights), 'correct': jnp.sum(correct)}
 
   def loss(self, params, batch, dropout_rng):
-    """(summed loss, sums); `sums` holds loss, weight (predicted tokens) and correct predictions."""
-    sums = self._sums(self.logits(params, batch, dropout_rng=dropout_rng), batch)
-    return sums['loss'], sums
+    """(summed training loss, sums); `sums` holds the NLL, weight (predicted tokens) and correct
+    predictions."""
+    return self._sums(self.logits(params, batch, dropout_rng=dropout_rng), batch)
 
   def eval_outputs(self, params, batch):
-    return self._sums(self.logits(params, batch), batch)
+    return self._sums(self.logits(params, batch), batch)[1]
 
   @staticmethod
   def train_metrics(sums: dict[str, float]) -> dict[str, float]:

@@ -1,0 +1,62 @@
+"""Label smoothing: the training loss is cross-entropy against optax's smoothed targets, the
+reported loss stays the NLL, and every task reads the setting from the config."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import load_config
+from llmjax import config_lib, tasks
+from llmjax.errors import UserError
+from llmjax.tasks import losses
+
+
+def test_smoothed_cross_entropy_is_optax_against_smoothed_labels():
+  logits = jax.random.normal(jax.random.key(0), (3, 5, 11)) * 3
+  labels = jax.random.randint(jax.random.key(1), (3, 5), 0, 11)
+  plain = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  objective, nll = losses.cross_entropy(logits, labels)
+  np.testing.assert_allclose(objective, plain, rtol=1e-6)
+  np.testing.assert_allclose(nll, plain, rtol=1e-6)
+  objective, nll = losses.cross_entropy(logits, labels, 0.1)
+  smoothed = optax.softmax_cross_entropy(logits, optax.smooth_labels(jax.nn.one_hot(labels, 11), 0.1))
+  np.testing.assert_allclose(objective, smoothed, rtol=1e-5)
+  np.testing.assert_allclose(nll, plain, rtol=1e-6)
+
+
+@pytest.mark.parametrize('name', ['bert_classify', 'gpt_lm', 't5_span'])
+def test_tasks_train_on_the_smoothed_loss_and_report_the_nll(name):
+  config = load_config(name, 'tiny')
+  config.model.init_from = ''
+  config.task.label_smoothing = 0.2
+  smoothed = tasks.task_for(config)
+  config.task.label_smoothing = 0.0
+  plain = tasks.task_for(config)
+  assert smoothed.label_smoothing == 0.2
+  params = plain.init(jax.random.key(0), 8)
+  ids = jnp.arange(16, dtype=jnp.int32).reshape(2, 8) % 50 + 3
+  ones = jnp.ones((2, 8), jnp.int32)
+  if name == 'bert_classify':
+    batch = {'input_ids': ids, 'token_type_ids': ids * 0, 'attention_mask': ones,
+             'label': jnp.array([0, 1]), 'weight': jnp.ones(2)}
+  elif name == 'gpt_lm':
+    batch = {'inputs': ids, 'targets': ids, 'segment_ids': ones, 'positions': ones * 0 + jnp.arange(8),
+             'weights': jnp.ones((2, 8))}
+  else:
+    batch = {'inputs': ids, 'input_segment_ids': ones, 'input_positions': ones * 0 + jnp.arange(8),
+             'targets': ids, 'decoder_inputs': ids, 'target_segment_ids': ones,
+             'target_positions': ones * 0 + jnp.arange(8), 'weights': jnp.ones((2, 8))}
+  plain_loss, plain_sums = plain.loss(params, batch, None)
+  smoothed_loss, smoothed_sums = smoothed.loss(params, batch, None)
+  assert abs(float(smoothed_loss) - float(plain_loss)) > 1e-5
+  np.testing.assert_allclose(smoothed_sums['loss'], plain_sums['loss'], rtol=1e-6)
+  np.testing.assert_allclose(plain_loss, plain_sums['loss'], rtol=1e-6)
+
+
+def test_label_smoothing_out_of_range_is_a_user_error():
+  config = load_config('gpt_lm', 'tiny')
+  config.task.label_smoothing = 1.0
+  with pytest.raises(UserError, match='task.label_smoothing=1.0 must be in'):
+    config_lib.validate(config, num_devices=8)
