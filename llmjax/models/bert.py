@@ -41,12 +41,10 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import flax.linen as nn
 
 from llmjax.errors import UserError
 from llmjax.models import layers
-# The same remat names and policies as GPT's, so every family reads config.model.remat alike.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,9 +271,7 @@ def stack_layers(params: dict, num_layers: int) -> dict:
   if 'bert' in params:
     params['bert'] = stack_layers(params['bert'], num_layers)
     return params
-  blocks = [params.pop(f'layer_{i}') for i in range(num_layers)]
-  params['layers'] = jax.tree.map(lambda *xs: np.stack(xs), *blocks)
-  return params
+  return layers.stack_blocks(params, 'layer_', num_layers)
 
 
 def unstack_layers(params: dict, num_layers: int) -> dict:
@@ -284,7 +280,4 @@ def unstack_layers(params: dict, num_layers: int) -> dict:
   if 'bert' in params:
     params['bert'] = unstack_layers(params['bert'], num_layers)
     return params
-  stacked = params.pop('layers')
-  for i in range(num_layers):
-    params[f'layer_{i}'] = jax.tree.map(lambda x: x[i], stacked)
-  return params
+  return layers.unstack_blocks(params, 'layer_', num_layers)

@@ -33,7 +33,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import flax.linen as nn
 
 from llmjax.errors import UserError
@@ -232,16 +231,9 @@ class GPT(nn.Module):
 def stack_layers(params: dict, num_layers: int) -> dict:
   """Unboxed params with h_0..h_{n-1} -> the `scan_layers` layout: one `layers` subtree of numpy
   leaves [n, ...]."""
-  params = dict(params)
-  blocks = [params.pop(f'h_{i}') for i in range(num_layers)]
-  params['layers'] = jax.tree.map(lambda *xs: np.stack(xs), *blocks)
-  return params
+  return layers.stack_blocks(params, 'h_', num_layers)
 
 
 def unstack_layers(params: dict, num_layers: int) -> dict:
   """The inverse of `stack_layers` (unboxed params)."""
-  params = dict(params)
-  stacked = params.pop('layers')
-  for i in range(num_layers):
-    params[f'h_{i}'] = jax.tree.map(lambda x: x[i], stacked)
-  return params
+  return layers.unstack_blocks(params, 'h_', num_layers)

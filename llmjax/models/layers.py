@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import flax.linen as nn
 
 from llmjax.errors import UserError
@@ -506,3 +507,21 @@ def norm(kind: str, *, epsilon: float, dtype: Dtype = jnp.float32, param_dtype: 
   if kind not in factories:
     raise UserError(f'unknown norm {kind!r}: use layernorm or rmsnorm')
   return factories[kind](epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+def stack_blocks(params: dict, prefix: str, num_layers: int) -> dict:
+  """Unboxed params holding blocks {prefix}0 .. {prefix}{n-1} -> the layout of `nn.scan` over them:
+  one `layers` subtree whose numpy leaves have a leading [n] axis."""
+  params = dict(params)
+  blocks = [params.pop(f'{prefix}{i}') for i in range(num_layers)]
+  params['layers'] = jax.tree.map(lambda *xs: np.stack(xs), *blocks)
+  return params
+
+
+def unstack_blocks(params: dict, prefix: str, num_layers: int) -> dict:
+  """The inverse of `stack_blocks`."""
+  params = dict(params)
+  stacked = params.pop('layers')
+  for i in range(num_layers):
+    params[f'{prefix}{i}'] = jax.tree.map(lambda x: x[i], stacked)
+  return params

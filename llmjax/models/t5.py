@@ -52,7 +52,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import flax.linen as nn
 
 from llmjax.errors import UserError
@@ -408,11 +407,11 @@ def stack_layers(params: dict, config: T5Config) -> dict:
   params = dict(params)
   for name, num_layers in _stacks(config):
     stack = dict(params[name])
-    blocks = [dict(stack.pop(f'block_{i}')) for i in range(num_layers)]
-    if 'relative_attention_bias' in blocks[0]:
-      stack['relative_attention_bias'] = blocks[0].pop('relative_attention_bias')
-    stack['layers'] = jax.tree.map(lambda *xs: np.stack(xs), *blocks)
-    params[name] = stack
+    first = dict(stack['block_0'])
+    if 'relative_attention_bias' in first:
+      stack['relative_attention_bias'] = first.pop('relative_attention_bias')
+      stack['block_0'] = first
+    params[name] = layers.stack_blocks(stack, 'block_', num_layers)
   return params
 
 
@@ -420,10 +419,7 @@ def unstack_layers(params: dict, config: T5Config) -> dict:
   """The inverse of `stack_layers` (unboxed params)."""
   params = dict(params)
   for name, num_layers in _stacks(config):
-    stack = dict(params[name])
-    stacked = stack.pop('layers')
-    for i in range(num_layers):
-      stack[f'block_{i}'] = jax.tree.map(lambda x: x[i], stacked)
+    stack = layers.unstack_blocks(params[name], 'block_', num_layers)
     if 'relative_attention_bias' in stack:
       stack['block_0'] = {**stack['block_0'],
                           'relative_attention_bias': stack.pop('relative_attention_bias')}
