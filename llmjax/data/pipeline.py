@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds
 import tokenizers
 
 from llmjax import assets
+from llmjax.data import text as text_lib
 from llmjax.data import tfds_sources
 from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
@@ -153,7 +154,7 @@ class _Examples:
 
   def __getitem__(self, index: int) -> tuple[tuple[str, ...], int]:
     ex = self._source[index]
-    return tuple(_as_str(ex[k]) for k in self._text_keys), int(ex[self._label_key])
+    return tuple(text_lib.as_str(ex[k]) for k in self._text_keys), int(ex[self._label_key])
 
 
 def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
@@ -224,13 +225,6 @@ class _Prefix:
     if not 0 <= index < self._n:
       raise IndexError(index)
     return self._source[index]
-
-
-def _as_str(value: Any) -> str:
-  # Text features come back from ArrayRecord as bytes (numpy or Python); mocks may give str.
-  if isinstance(value, np.ndarray):
-    value = value.item()
-  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
 
 def _order_seed(seed: int) -> int:

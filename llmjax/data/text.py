@@ -41,12 +41,12 @@ class TextSource:
 
   def __getitem__(self, index: int) -> str | tuple[str, ...]:
     example = self._source[index]
-    texts = tuple(_as_str(example[key]) for key in self.text_keys)
+    texts = tuple(as_str(example[key]) for key in self.text_keys)
     return texts[0] if len(texts) == 1 else texts
 
 
-def _as_str(value) -> str:
-  # ArrayRecord gives text as bytes (numpy or Python); mocks may give str.
+def as_str(value) -> str:
+  """A text feature as `str`: ArrayRecord gives bytes (numpy or Python); mocks may give str."""
   if isinstance(value, np.ndarray):
     value = value.item()
   return value.decode('utf-8') if isinstance(value, bytes) else str(value)
