@@ -7,13 +7,15 @@ the plain NLL (its perplexity is the one the literature reports); only the gradi
 
 import jax
 import jax.numpy as jnp
+import optax
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
                   label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array]:
   """logits [..., K], integer labels [...] -> (training loss, NLL), each [...], in float32."""
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+  logits = logits.astype(jnp.float32)
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   if not label_smoothing:
     return nll, nll
-  return (1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(-1), nll
+  uniform = -jax.nn.log_softmax(logits, axis=-1).mean(-1)
+  return (1.0 - label_smoothing) * nll + label_smoothing * uniform, nll
