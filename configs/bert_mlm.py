@@ -29,7 +29,7 @@ from llmjax import config_lib, models
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, tiny=False, bert_base=False, steps=1000, layers=4, width=256, max_len=128,
-                             batch=32, lr=5e-4)
+                             batch=16, lr=5e-4)
   c = config_lib.base_config()
   c.task.name = 'mlm'
   c.model = models.model_config(
