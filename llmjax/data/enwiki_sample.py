@@ -33,21 +33,21 @@ Features: `title` (Text) and `text` (Text). ArrayRecord, no TensorFlow:
 
 import bz2
 import dataclasses
-import hashlib
 import pathlib
 import xml.etree.ElementTree as ET
 
 from absl import logging
-from etils import epath
 import mwparserfromhell
 import tensorflow_datasets as tfds
 
-from llmjax import assets
+from llmjax.data import local_builder
 
 ASSET = 'enwiki-sample'
 WIKI_FILE = 'enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2'
 LEE_FILE = 'lee_background.cor'
 SPLITS = ('train', 'validation')
+# sha256(title) mod 20: bucket 0 validation (~5%), 1-19 train.
+SHARES = (('validation', 1), ('train', 19))
 # Below this many words an "article" is a stub, a list skeleton or what is left of a page made of
 # templates and tables: not useful running text.
 MIN_WORDS = 20
@@ -62,8 +62,7 @@ _MARKUP = ('[[', ']]', '{{', '}}', '{|', '|}', '<ref', '</ref')
 
 def split_of(title: str) -> str:
   """sha256(title) mod 20 == 0 -> 'validation', else 'train'."""
-  bucket = int(hashlib.sha256(title.encode('utf-8')).hexdigest(), 16) % 20
-  return 'validation' if bucket == 0 else 'train'
+  return local_builder.split_of(title, SHARES)
 
 
 @dataclasses.dataclass
@@ -226,55 +225,31 @@ def _add(examples, stats: ParseStats, title: str, text: str) -> None:
   stats.chars[split] += len(text)
 
 
-class EnwikiSample(tfds.core.GeneratorBasedBuilder):
+class EnwikiSample(local_builder.LocalBuilder):
   """Plain-text Wikipedia articles (`wiki`) or Lee news paragraphs (`lee`); see module docstring."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [
       tfds.core.BuilderConfig(name='wiki', description='206 pages of an English Wikipedia dump.'),
       tfds.core.BuilderConfig(name='lee', description='300 Lee news paragraphs.'),
   ]
   DEFAULT_CONFIG_NAME = 'wiki'
+  ASSET = ASSET
+  SPLITS = SPLITS
+  KEY = 'title'
+  DESCRIPTION = (
+      'English Wikipedia articles from the MediaWiki dump sample shipped with gensim 4.4.0, '
+      'converted to plain text with mwparserfromhell (templates, refs, tables, files, categories '
+      'removed); redirects, non-article pages and articles under 20 words skipped and counted in '
+      'info.metadata. Split by sha256(title) mod 20: 0 validation, else train.')
+  HOMEPAGE = 'https://github.com/piskvorky/gensim/tree/develop/gensim/test/test_data'
 
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # As in movie_reviews: TFDS 4.9.10 looks this up through a package it does not declare.
-    return epath.Path(__file__)
+  def features(self):
+    return tfds.features.FeaturesDict({
+        'title': tfds.features.Text(),
+        'text': tfds.features.Text(),
+    })
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=_DESCRIPTION,
-        features=tfds.features.FeaturesDict({
-            'title': tfds.features.Text(),
-            'text': tfds.features.Text(),
-        }),
-        homepage='https://github.com/piskvorky/gensim/tree/develop/gensim/test/test_data',
-        metadata=tfds.core.MetadataDict(),  # the ParseStats, saved as metadata.json
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # The source comes from llmjax's asset cache, not from a URL.
-    directory = assets.fetch(ASSET)
-    # ~6 MB of wikitext: parse it all here so the counts are known before any split is written.
+  def parse(self, asset_dir):
     if self.builder_config.name == 'wiki':
-      examples, stats = parse_dump(directory / WIKI_FILE)
-    else:
-      examples, stats = parse_lee(directory / LEE_FILE)
-    logging.info('enwiki_sample/%s: %s', self.builder_config.name, stats)
-    self.info.metadata.update(dataclasses.asdict(stats))
-    return {split: self._generate_examples(examples[split]) for split in SPLITS}
-
-  def _generate_examples(self, examples):
-    for ex in examples:
-      yield ex['title'], ex
-
-
-_DESCRIPTION = (
-    'English Wikipedia articles from the MediaWiki dump sample shipped with gensim 4.4.0, '
-    'converted '
-    'to plain text with mwparserfromhell (templates, refs, tables, files, categories removed); '
-    'redirects, non-article pages and articles under 20 words skipped and counted in '
-    'info.metadata. Split by sha256(title) mod 20: 0 validation, else train.')
+      return parse_dump(asset_dir / WIKI_FILE)
+    return parse_lee(asset_dir / LEE_FILE)

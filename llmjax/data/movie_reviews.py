@@ -25,16 +25,14 @@ Written as ArrayRecord so that no TensorFlow is needed:
 """
 
 import dataclasses
-import hashlib
 import math
 import pathlib
 
 from absl import logging
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from llmjax import assets
+from llmjax.data import local_builder
 
 ASSET = 'movie-reviews'
 FILENAME = 'movieReviewSnippets_GroundTruth.txt'
@@ -45,8 +43,7 @@ MAX_ABS_RATING = 4.0
 
 def split_of(snippet_id: str) -> str:
   """Returns the split of a snippet: sha256(id) mod 10 -> 0-7 train, 8 validation, 9 test."""
-  bucket = int(hashlib.sha256(snippet_id.encode('utf-8')).hexdigest(), 16) % 10
-  return 'train' if bucket < 8 else ('validation' if bucket == 8 else 'test')
+  return local_builder.split_of(snippet_id)
 
 
 @dataclasses.dataclass
@@ -60,9 +57,6 @@ class ParseStats:
   labelled: int = 0          # kept
   positive: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
   negative: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
-
-  def split_sizes(self) -> dict[str, int]:
-    return {s: self.positive[s] + self.negative[s] for s in SPLITS}
 
 
 def parse_snippets(path: pathlib.Path) -> tuple[dict[str, list[dict]], ParseStats]:
@@ -111,62 +105,6 @@ def parse_snippets(path: pathlib.Path) -> tuple[dict[str, list[dict]], ParseStat
   return examples, stats
 
 
-class MovieReviews(tfds.core.GeneratorBasedBuilder):
-  """Rotten Tomatoes snippets with VADER mean ratings, binarised at 0 (see module docstring)."""
-
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS 4.9.10 finds a builder's source through `importlib_resources`, a package it declares only
-    # for Python < 3.9, so preparing a builder that lives in a package fails without it. The answer
-    # is just this file (TFDS uses it to look for a checksums.tsv, which we do not have).
-    return epath.Path(__file__)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=_DESCRIPTION,
-        features=tfds.features.FeaturesDict({
-            'id': tfds.features.Text(),
-            'sentence': tfds.features.Text(),
-            'rating': tfds.features.Scalar(dtype=np.float32),
-            'label': tfds.features.ClassLabel(names=LABEL_NAMES),
-        }),
-        supervised_keys=('sentence', 'label'),
-        homepage='https://github.com/cjhutto/vaderSentiment',
-        citation=_CITATION,
-        # Filled with the ParseStats during preparation; saved as metadata.json next to the data.
-        metadata=tfds.core.MetadataDict(),
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # The source comes from llmjax's asset cache, not from a URL.
-    path = assets.fetch(ASSET) / FILENAME
-    # The file is small (~1.3 MB): parse it once here so the counts are known before any split is
-    # written and can go into the dataset's metadata.
-    examples, stats = parse_snippets(path)
-    logging.info('movie_reviews: %d lines, skipped %d non-UTF-8, %d malformed, %d duplicate ids; '
-                 'dropped %d with rating 0; kept %d (split sizes %s)', stats.lines,
-                 stats.non_utf8, stats.malformed, stats.duplicate_id, stats.zero_rating,
-                 stats.labelled, stats.split_sizes())
-    self.info.metadata.update(dataclasses.asdict(stats))
-    return {split: self._generate_examples(examples[split]) for split in SPLITS}
-
-  def _generate_examples(self, examples):
-    # Keyed by id: TFDS orders stored examples by a hash of the key, so the stored order does not
-    # depend on the line order either.
-    for ex in examples:
-      yield ex['id'], ex
-
-
-_DESCRIPTION = (
-    'Rotten Tomatoes review snippets (Pang & Lee 2005) with mean human sentiment ratings from '
-    'VADER (Hutto & Gilbert 2014), labelled positive iff the mean rating > 0 (ratings of 0 '
-    'dropped). Split 80/10/10 by sha256(id) mod 10. Skipped-line counts are in info.metadata.')
-
 _CITATION = r"""
 @inproceedings{hutto2014vader,
   title={VADER: A Parsimonious Rule-based Model for Sentiment Analysis of Social Media Text},
@@ -182,3 +120,28 @@ _CITATION = r"""
   year={2005}
 }
 """
+
+
+class MovieReviews(local_builder.LocalBuilder):
+  """Rotten Tomatoes snippets with VADER mean ratings, binarised at 0 (see module docstring)."""
+
+  ASSET = ASSET
+  SPLITS = SPLITS
+  DESCRIPTION = (
+      'Rotten Tomatoes review snippets (Pang & Lee 2005) with mean human sentiment ratings from '
+      'VADER (Hutto & Gilbert 2014), labelled positive iff the mean rating > 0 (ratings of 0 '
+      'dropped). Split 80/10/10 by sha256(id) mod 10. Skipped-line counts are in info.metadata.')
+  HOMEPAGE = 'https://github.com/cjhutto/vaderSentiment'
+  CITATION = _CITATION
+  SUPERVISED_KEYS = ('sentence', 'label')
+
+  def features(self):
+    return tfds.features.FeaturesDict({
+        'id': tfds.features.Text(),
+        'sentence': tfds.features.Text(),
+        'rating': tfds.features.Scalar(dtype=np.float32),
+        'label': tfds.features.ClassLabel(names=LABEL_NAMES),
+    })
+
+  def parse(self, asset_dir):
+    return parse_snippets(asset_dir / FILENAME)
