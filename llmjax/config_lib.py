@@ -46,7 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = models.model_config('bert_classifier')
 
   c.task = ml_collections.ConfigDict()
-  c.task.name = 'classification'  # classification | causal_lm | mlm | span_corruption | translation
+  c.task.name = 'classification'  # A key of llmjax.tasks.TASKS, e.g. classification, regression.
   # Training targets put this mass evenly over all classes (Szegedy et al. 2016); metrics stay NLL.
   c.task.label_smoothing = 0.0
   c.task.mask_rate = 0.15  # mlm: the fraction of tokens to predict (Devlin et al. 2019).
@@ -56,13 +56,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.task.mean_noise_span_length = 3.0
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = 'movie_reviews'   # llmjax's own builder, or any tfds name (e.g. 'glue/sst2').
+  # llmjax's own builder, any tfds name (e.g. 'glue/sst2'), or csv | tsv | jsonl: a user's own
+  # files, named per split in `splits` (see llmjax.data.files).
+  c.data.name = 'movie_reviews'
   c.data.data_dir = ''            # '' = $LLMJAX_CACHE/tensorflow_datasets
   c.data.splits = ml_collections.ConfigDict(
       dict(train='train', validation='validation', test='test'))
   # Classification: one text feature, or two for sentence pairs; translation: (source, target).
   c.data.text_keys = ('sentence',)
   c.data.label_key = 'label'
+  # The classes, index = label id. Empty: taken from the data (a ClassLabel's names, or the sorted
+  # labels of a user's train file); a run saves them in its config.json and checkpoints.
+  c.data.label_names = ()
+  c.data.bad_rows = 'error'       # A user's files: 'error' stops at a bad row, 'skip' counts it.
   c.data.text_key = 'text'  # Language modelling: the feature holding each document.
   c.data.max_len = 128
   c.data.target_max_len = 128     # translation: target tokens per example (EOS included).
@@ -155,6 +161,41 @@ def enwiki_pretraining(c: ml_collections.ConfigDict, arg: types.SimpleNamespace)
   c.log_every_steps = 50
 
 
+def minilm_finetuning(c: ml_collections.ConfigDict, arg: types.SimpleNamespace) -> None:
+  """What the fine-tuning configs share: all-MiniLM-L6-v2 (the BERT checkpoint that ships offline)
+  trained `arg.epochs` epochs of AdamW at peak rate `arg.lr` (linear warmup over 10% and decay),
+  `arg.batch` rows of at most `arg.max_len` tokens bucketed by length, evaluated every 100 steps
+  and at each epoch's end."""
+  c.model.init_from = 'asset:all-MiniLM-L6-v2'
+  c.num_epochs = arg.epochs
+  c.batch_size = arg.batch
+  c.eval_batch_size = 128
+  c.optim.lr = arg.lr
+  c.data.max_len = arg.max_len
+  c.data.buckets = tuple(b for b in (32, 64, 128, 256) if b < arg.max_len) + (arg.max_len,)
+  c.eval.every_steps = 100
+  c.checkpoint.every_steps = 100
+  c.log_every_steps = 20
+
+
+def tiny_bert(c: ml_collections.ConfigDict) -> None:
+  """The `tiny` variant of a fine-tuning config: a random two-layer BERT on the first 256 train
+  examples for two epochs, every code path of a real run in seconds."""
+  c.model.init_from = ''
+  c.model.update(vocab_size=30522, hidden_size=32, num_layers=2, num_heads=4,
+                 intermediate_size=64, max_position_embeddings=64)
+  c.data.max_len = 32
+  c.data.buckets = (16, 32)
+  c.data.max_train_examples = 256
+  c.batch_size = 16
+  c.eval_batch_size = 32
+  c.num_epochs = 2
+  c.optim.lr = 5e-3
+  c.eval.every_steps = 10
+  c.checkpoint.every_steps = 5
+  c.log_every_steps = 5
+
+
 def tiny_run(c: ml_collections.ConfigDict, max_len: int = 32) -> None:
   """The run of a `tiny` variant: 6 steps of 8 rows of `max_len` tokens, evaluated and saved twice;
   every code path of a real run in seconds (the model's size is the config's to shrink)."""
@@ -234,10 +275,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
          f'must divide model.hidden_size={config.model.hidden_size}')
   need(config.eval.mode in ('max', 'min'), 'eval.mode', 'must be max or min')
   need(0 <= config.task.label_smoothing < 1, 'task.label_smoothing', 'must be in [0, 1)')
-  metrics = ('accuracy', 'precision', 'recall', 'f1', 'loss', 'perplexity')
-  need(config.eval.metric in metrics, 'eval.metric', f'must be one of {", ".join(metrics)}')
-  need(config.task.name == 'classification' or config.num_train_steps > 0, 'num_train_steps',
-       f'must be > 0 for {config.task.name}: packed text has no fixed epoch length')
+  metrics = tasks.TASKS[config.task.name].metrics
+  need(config.eval.metric in metrics, 'eval.metric',
+       f'is not reported by task {config.task.name}: use one of {", ".join(metrics)}')
+  need(config.data.bad_rows in ('error', 'skip'), 'data.bad_rows', 'must be error or skip')
+  need(not tasks.TASKS[config.task.name].sized_in_steps or config.num_train_steps > 0,
+       'num_train_steps', f'must be > 0 for {config.task.name}: packed text has no fixed epoch length')
   need(config.tokenizer.kind in ('wordpiece', 'gpt2_bpe', 'sentencepiece'), 'tokenizer.kind',
        'must be wordpiece, gpt2_bpe or sentencepiece')
   need(config.eval.patience >= 0, 'eval.patience', 'must be >= 0 (0 = no early stopping)')

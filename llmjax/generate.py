@@ -14,18 +14,15 @@ for span corruption, the sentinels and the spans it guesses for them: write <ext
 `config.json` names the model and tokenizer.
 """
 
-import json
 import pathlib
 import re
 import sys
 
 import jax
-import ml_collections
 import numpy as np
 from absl import app, flags
 
-from llmjax import checkpoint as checkpoint_lib
-from llmjax import decoding, optim, sharding, tasks, train
+from llmjax import decoding, tasks, train
 from llmjax.data import lm
 from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
@@ -47,29 +44,13 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 
 def load_params(workdir: pathlib.Path, step: int | None = None):
   """(config, model, params) of the run in `workdir`, from its best checkpoint unless `step`."""
-  workdir = pathlib.Path(workdir)
-  if not (workdir / 'config.json').exists():
-    raise UserError(f'{workdir} has no config.json: pass the --workdir of a training run')
-  config = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
+  config = train.run_config(workdir)
   if config.task.name not in _GENERATIVE:
     raise UserError(f'{workdir} trained task {config.task.name!r}, which does not generate text: '
                     f'use a run of {", ".join(_GENERATIVE)}')
   task = tasks.task_for(config)
-  config.mesh.update(data=-1, fsdp=1, tensor=1)  # Whatever mesh trained it, decode on all devices.
-  mesh = sharding.make_mesh(config)
-  # The optimizer only shapes the state to restore; its schedule does not matter here.
-  target = train.abstract_train_state(task, optim.make(config.optim, 1), mesh, config,
-                                      jax.random.key(0))
-  checkpoints = checkpoint_lib.Checkpointer(workdir / 'checkpoints', keep=config.checkpoint.keep)
-  latest = checkpoints.latest_step()
-  if latest is None:
-    raise UserError(f'{workdir}/checkpoints holds no checkpoint: train first, or fix --workdir')
-  state, meta = checkpoints.restore(latest, target)
-  best = meta.get('best_step') if step is None else step
-  if best is not None and best != latest:
-    state, _ = checkpoints.restore(best, target)
-  checkpoints.close()
-  return config, task.model, state.params
+  params, _, _ = train.restore_params(task, config, workdir, step)
+  return config, task.model, params
 
 
 def generate_texts(workdir, prompts: list[str], *, max_new_tokens: int, temperature: float = 0.0,

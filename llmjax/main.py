@@ -1,6 +1,14 @@
-"""Command line: flags only. Runs `train.train_and_evaluate(config, workdir)`.
+"""Command line: flags only. Trains, evaluates or predicts with the run in `--workdir`.
 
   python -m llmjax.main --config=configs/bert_classify.py[:ARGS] --workdir=DIR [--config.KEY=VALUE ...]
+  python -m llmjax.main --mode=eval --workdir=DIR [--split=test] [--step=N] [--output=metrics.json]
+  python -m llmjax.main --mode=predict --workdir=DIR --input=FILE --output=FILE [--step=N]
+
+`train` (the default) runs or resumes the experiment of `--config`. `eval` scores the run's best
+checkpoint (or `--step`) on a split and writes metrics.json (default: in the workdir). `predict`
+writes one JSON line per line of `--input` (JSON objects with the data's text fields, or plain text
+for single-text tasks): the input's fields and the prediction. Without `--config`, eval and predict
+use the run's own config.json; with it (and its overrides) they can score e.g. another dataset.
 """
 
 import logging as py_logging
@@ -16,7 +24,13 @@ from llmjax.errors import UserError
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the config.')
-flags.mark_flags_as_required(['config', 'workdir'])
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'], 'What to do with the run.')
+_SPLIT = flags.DEFINE_string('split', 'test', 'eval: the split to score.')
+_STEP = flags.DEFINE_integer('step', None, 'eval/predict: the checkpoint step (default: the best).')
+_INPUT = flags.DEFINE_string('input', None, 'predict: the file of inputs, one per line.')
+_OUTPUT = flags.DEFINE_string('output', None, 'eval: metrics file (default WORKDIR/metrics.json); '
+                              'predict: the JSON-lines file to write.')
+flags.mark_flags_as_required(['workdir'])
 
 
 def main(argv):
@@ -29,7 +43,18 @@ def main(argv):
   jax.config.update('jax_compilation_cache_dir', str(assets.cache_dir() / 'jax_cache'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 1)
   from llmjax import train  # Imported after flags, so --help stays fast.
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  if _MODE.value == 'train':
+    if _CONFIG.value is None:
+      raise UserError('--config is required to train: pass e.g. --config=configs/bert_classify.py')
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    return
+  config = _CONFIG.value if _CONFIG.value is not None else train.run_config(_WORKDIR.value)
+  if _MODE.value == 'eval':
+    train.evaluate_checkpoint(config, _WORKDIR.value, _SPLIT.value, _OUTPUT.value, _STEP.value)
+  else:
+    if not _INPUT.value or not _OUTPUT.value:
+      raise UserError('--mode=predict needs --input=FILE (one input per line) and --output=FILE')
+    train.predict_file(config, _WORKDIR.value, _INPUT.value, _OUTPUT.value, _STEP.value)
 
 
 def run():

@@ -30,11 +30,11 @@ from llmjax.tasks import masking
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].')
 
 
-def describe(config: ml_collections.ConfigDict, num_labels: int = 2) -> dict:
-  """Counts for `config.model` at sequence length `config.data.max_len` (a classifier gets
-  `num_labels` classes: the data, which knows the real number, is not opened)."""
+def describe(config: ml_collections.ConfigDict) -> dict:
+  """Counts for `config.model` at sequence length `config.data.max_len` (the data is not opened: a
+  classifier has the classes of `config.data.label_names`, two when it is empty)."""
   models.resolve(config)
-  task = tasks.task_for(config, num_labels)
+  task = tasks.task_for(config)
   params = nn.unbox(jax.eval_shape(lambda rng: task.init(rng, 8), jax.random.key(0)))
   leaves = [(optim.path_str(p), x.size) for p, x in jax.tree_util.tree_leaves_with_path(params)]
   total = sum(size for _, size in leaves)

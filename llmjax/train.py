@@ -153,6 +153,23 @@ def _abstract(state, shardings):
                       state, shardings)
 
 
+def _record_labels(config, data) -> None:
+  """Writes the classes the data names (discovered in a user's files, or a ClassLabel's) into the
+  config, so config.json, the checkpoints and the exported model all carry them."""
+  names = getattr(data, 'label_names', None)
+  if names:
+    config.data.label_names = tuple(names)
+
+
+def _check_labels(meta: dict, config, directory) -> None:
+  """A checkpoint's classes must be the data's: the same count in another order would silently
+  swap labels."""
+  saved = meta.get('label_names', [])
+  if list(saved) != list(config.data.label_names):
+    raise UserError(f'the checkpoints in {directory} were trained with labels {saved}, the data now '
+                    f'gives {list(config.data.label_names)}: use a new --workdir, or the old data')
+
+
 def _improved(value, best, mode):
   return best is None or (value > best if mode == 'max' else value < best)
 
@@ -167,6 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   config_lib.validate(config, len(devices))
   data = tasks.build_data(config, process_index=jax.process_index(),
                           process_count=jax.process_count())
+  _record_labels(config, data)
   models.resolve(config)  # A pretrained model's architecture comes from its own config.json.
   config_lib.validate(config, len(devices))
   is_main = jax.process_index() == 0
@@ -180,15 +198,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     total_steps = config.num_train_steps
   else:
     total_steps = config.num_epochs * steps_per_epoch
-  task = tasks.build_task(config, data)
+  task = tasks.task_for(config, data)
   tx = optim.make(config.optim, total_steps)
   state, state_shardings = create_train_state(task, tx, mesh, config, jax.random.key(config.seed))
   checkpoints = checkpoint_lib.Checkpointer(workdir / 'checkpoints', keep=config.checkpoint.keep)
   meta = {'step': 0, 'best': None, 'best_step': None, 'bad_evals': 0, 'stopped_early': False,
-          'epoch_loss': {}, 'evals': []}
+          'epoch_loss': {}, 'evals': [], 'label_names': list(config.data.label_names)}
   latest = checkpoints.latest_step()
   if latest is not None:
     state, meta = checkpoints.restore(latest, _abstract(state, state_shardings))
+    _check_labels(meta, config, checkpoints.directory)
     logging.info('Resumed from the checkpoint of step %d in %s.', latest, checkpoints.directory)
   elif config.model.init_from:
     state = state.replace(params=load_pretrained(state.params, models.pretrained(config.model)))
@@ -300,3 +319,95 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     print(summary_lib.final_summary(result, config), flush=True)
   writer.close()
   return result
+
+
+def restore_params(task, config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+                   step: int | None = None, *, devices=None):
+  """(params, meta, mesh): the parameters of the run in `workdir` at its best checkpoint (the
+  latest when it has no best), or at `step`, sharded over a mesh of `devices` for evaluation."""
+  devices = list(jax.devices() if devices is None else devices)
+  # Whatever mesh trained the run, evaluate on all devices in data parallel.
+  config.mesh.update(data=-1, fsdp=1, tensor=1)
+  mesh = sharding.make_mesh(config, devices)
+  # The optimizer only shapes the state to restore; its schedule does not matter here.
+  target = abstract_train_state(task, optim.make(config.optim, 1), mesh, config, jax.random.key(0))
+  checkpoints = checkpoint_lib.Checkpointer(pathlib.Path(workdir) / 'checkpoints',
+                                            keep=config.checkpoint.keep)
+  try:
+    steps = checkpoints.all_steps()
+    if not steps:
+      raise UserError(f'{workdir}/checkpoints holds no checkpoint: train first, or fix --workdir')
+    if step is not None and step not in steps:
+      raise UserError(f'{workdir} has no checkpoint of step {step}: choose one of {sorted(steps)}')
+    latest = max(steps)
+    state, meta = checkpoints.restore(latest, target)
+    chosen = step if step is not None else meta.get('best_step') or latest
+    if chosen != latest:
+      state, meta = checkpoints.restore(chosen, target)
+  finally:
+    checkpoints.close()
+  return state.params, {**meta, 'restored_step': chosen}, mesh
+
+
+def run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` trained with (its config.json: resolved architecture, labels)."""
+  path = pathlib.Path(workdir) / 'config.json'
+  if not path.exists():
+    raise UserError(f'{workdir} has no config.json: pass the --workdir of a training run')
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def _restored(config, workdir, step):
+  """(data, task, params, meta, mesh) of a trained run, for evaluation and prediction."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  data = tasks.build_data(config, process_index=jax.process_index(),
+                          process_count=jax.process_count())
+  _record_labels(config, data)
+  models.resolve(config)
+  config_lib.validate(config, jax.device_count())
+  task = tasks.task_for(config, data)
+  params, meta, mesh = restore_params(task, config, workdir, step)
+  _check_labels(meta, config, pathlib.Path(workdir) / 'checkpoints')
+  return config, data, task, params, meta, mesh
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, split: str,
+                        output: str | pathlib.Path | None = None, step: int | None = None) -> dict:
+  """`--mode=eval`: scores the run's best checkpoint (or `step`) on `split`; writes metrics.json."""
+  config, data, task, params, meta, mesh = _restored(config, workdir, step)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config)):
+    params_shardings = jax.tree.map(lambda x: x.sharding, params)
+    eval_step = make_eval_step(task, mesh, config, params_shardings)
+    metrics = evaluate(eval_step, task, params, data, split, mesh, config)
+  result = {'split': split, 'step': meta['restored_step'], **metrics}
+  if jax.process_index() == 0:
+    path = pathlib.Path(output or pathlib.Path(workdir) / 'metrics.json')
+    path.write_text(json.dumps(result, indent=2))
+    print(f'step {result["step"]} {split}: {summary_lib.format_metrics(metrics)} -> {path}',
+          flush=True)
+  return result
+
+
+def predict_file(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+                 input_path: str | pathlib.Path, output: str | pathlib.Path,
+                 step: int | None = None) -> int:
+  """`--mode=predict`: one JSON line per input line (the input's fields and the prediction) from
+  the run's best checkpoint (or `step`); returns the number of lines written."""
+  config, data, task, params, meta, mesh = _restored(config, workdir, step)
+  if not hasattr(task, 'predict'):
+    raise UserError(f'task {config.task.name!r} has no predict mode: use llmjax.generate for text '
+                    'continuations')
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config)):
+    params_shardings = jax.tree.map(lambda x: x.sharding, params)
+    predict_step = jax.jit(task.predict,
+                           in_shardings=(params_shardings, sharding.batch_sharding(mesh, config)),
+                           out_shardings=sharding.replicated(mesh))
+    lines = []
+    for batch, inputs in data.predict_iter(input_path):
+      outputs = jax.device_get(predict_step(params, sharding.global_batch(batch, mesh, config)))
+      for given, predicted in zip(inputs, task.format_predictions(outputs, inputs)):
+        lines.append(json.dumps({**given, **predicted}, ensure_ascii=False))
+  if jax.process_index() == 0:
+    pathlib.Path(output).write_text(''.join(line + '\n' for line in lines))
+    print(f'{len(lines)} predictions of step {meta["restored_step"]} -> {output}', flush=True)
+  return len(lines)

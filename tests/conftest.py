@@ -29,6 +29,8 @@ def fake_cache_dir(tmp_path_factory) -> pathlib.Path:
   path = tmp_path_factory.mktemp('llmjax_cache')
   fakes.make_fake_assets(path)
   fakes.make_fake_enwiki(path)
+  fakes.make_fake_labelled_data(path)  # bbc-news, wnut16, oanc-pos
+  fakes.make_fake_bible(path)  # bible-kjv, bible-sparv
   return path
 
 
@@ -39,13 +41,17 @@ def fake_cache(fake_cache_dir, monkeypatch) -> pathlib.Path:
   return fake_cache_dir
 
 
+# The arguments a config cannot do without (it reads a user's own files), merged in by load_config.
+REQUIRED_ARGS = {'classify_files': 'train=reviews.csv,text=review,label=sentiment'}
+
+
 def load_config(name: str, arg: str | None = None):
   """configs/<name>.py's get_config(arg), loaded by path as --config does."""
   import importlib.util
   spec = importlib.util.spec_from_file_location(f'configs.{name}', REPO / 'configs' / f'{name}.py')
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return module.get_config(','.join(filter(None, (REQUIRED_ARGS.get(name), arg))) or None)
 
 
 def override(config, overrides: dict):

@@ -30,7 +30,8 @@ def test_flops_and_memory_arithmetic():
   config.model.update(vocab_size=100, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16,
                       max_position_embeddings=32, type_vocab_size=2)
   config.data.update(max_len=32, buckets=(32,))
-  info = model_info.describe(config, num_labels=3)
+  config.data.label_names = ('a', 'b', 'c')
+  info = model_info.describe(config)
   matmul = 4 * 8 * 8 + 8 * 16 + 16 * 8 + 8 * 8 + 8 * 3  # q k v out, mlp in/out, pooler, classifier
   assert info['train_flops_per_token'] == 6 * matmul + 12 * 1 * 32 * 8
   assert info['embedding_params'] == (100 + 32 + 2) * 8

@@ -15,23 +15,31 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import fakes
 from conftest import REPO, load_config, tiny_config
 from llmjax import models, optim, sharding, train
-from llmjax.data import tfds_sources
+from llmjax.data import files, tfds_sources
 from llmjax.errors import UserError
 from llmjax.tasks.classification import ClassificationTask
 
 CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py'))
 
 
+def _tiny_arg(name, tmp_path) -> str:
+  """The `tiny` argument of configs/NAME.py, and the file of the config that reads a user's own."""
+  if name == 'classify_files':
+    return f'tiny,train={fakes.write_reviews_file(tmp_path / "reviews.csv")}'
+  return 'tiny'
+
+
 @pytest.mark.parametrize('name', CONFIGS)
 def test_every_config_trains_through_its_tiny_variant(fake_cache, tmp_path, name):
-  config = load_config(name, 'tiny')
+  config = load_config(name, _tiny_arg(name, tmp_path))
   mock = contextlib.nullcontext()
   if config.data.name == 'enwiki_sample' and config.task.name != 'classification':
     # Too few fake held-out articles to halve.
     config.data.splits = dict(train='train[:80%]', validation='train[80%:]', test='train[80%:]')
-  elif config.data.name not in tfds_sources.LOCAL_BUILDERS:
+  elif config.data.name not in (*tfds_sources.LOCAL_BUILDERS, *files.FORMATS):
     # A standard tfds dataset: random examples shaped like it, never the network.
     mock = tfds.testing.mock_data(num_examples=40)
     config.tokenizer.vocab = config.tokenizer.vocab.replace(':256', ':128')  # ~220 mock pieces
@@ -129,7 +137,7 @@ def test_pretrained_weights_land_on_their_shards(tmp_path):
   model = models.build(config.model, num_labels=2)
   tx = optim.make(config.optim, 10)
   mesh = sharding.make_mesh(config)
-  task = ClassificationTask(model, num_labels=2)
+  task = ClassificationTask(model, ['negative', 'positive'])
   state, shardings = train.create_train_state(task, tx, mesh, config, jax.random.key(0))
   params = train.load_pretrained(state.params, models.pretrained(config.model))
   emb = params['bert']['embeddings']['word_embeddings']['embedding']
@@ -143,8 +151,8 @@ def test_pretrained_weights_land_on_their_shards(tmp_path):
   # A vocabulary the mesh cannot split evenly is named, with the fix.
   config.model.vocab_size = 99
   with pytest.raises(UserError, match="dimension of 99 along logical axis 'vocab'.*map 'vocab' to None"):
-    train.create_train_state(ClassificationTask(models.build(config.model, 2), 2), tx, mesh, config,
-                             jax.random.key(0))
+    task = ClassificationTask(models.build(config.model, 2), ['a', 'b'])
+    train.create_train_state(task, tx, mesh, config, jax.random.key(0))
 
 
 def _main(workdir, cache, *extra):

@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds
 import tokenizers
 
 from llmjax import assets
+from llmjax.data import files
 from llmjax.data import text as text_lib
 from llmjax.data import tfds_sources
 from llmjax.data import tokenizers as tokenizers_lib
@@ -54,14 +55,16 @@ class ClassificationData:
   """
 
   def __init__(self, *, tokenizer: tokenizers.Tokenizer, label_names: Sequence[str],
-               splits: dict[str, Sequence[Any]], text_keys: Sequence[str], label_key: str,
+               splits: dict[str, Sequence[tuple[tuple[str, ...], Any]]], text_keys: Sequence[str],
                buckets: Sequence[int], batch_size: int, eval_batch_size: int, seed: int,
                process_index: int, process_count: int):
     self.tokenizer = tokenizer
     self.label_names = list(label_names)
     self.num_labels = len(self.label_names)
-    self._splits = {name: _Examples(src, text_keys, label_key) for name, src in splits.items()}
+    self.regression = not self.label_names  # Real-valued labels.
+    self._splits = dict(splits)
     self.num_examples = {name: len(ex) for name, ex in self._splits.items()}
+    self._text_keys = tuple(text_keys)  # Field names of predict_iter's inputs.
     self._pair = len(text_keys) == 2
     self._buckets = tuple(buckets)
     self._batch_size = batch_size
@@ -106,7 +109,17 @@ class ClassificationData:
     ds = ds.map(lambda examples: self._collate(examples, self._eval_batch_size))
     return iter(ds.to_iter_dataset(_read_options()))
 
-  def _collate(self, examples: list[tuple[tuple[str, ...], int]],
+  def predict_iter(self, path) -> Iterator[tuple[dict[str, np.ndarray], list[dict]]]:
+    """Batches of the inputs in `path` (JSON lines with the text fields, or one text per line
+    for single-text tasks) and those inputs, for `--mode=predict`."""
+    inputs = files.read_inputs(path, self._text_keys)
+    for start in range(0, len(inputs), self._eval_batch_size):
+      chunk = inputs[start:start + self._eval_batch_size]
+      examples = [(tuple(x[k] for k in self._text_keys), 0.0 if self.regression else 0)
+                  for x in chunk]
+      yield self._collate(examples, self._eval_batch_size), chunk
+
+  def _collate(self, examples: list[tuple[tuple[str, ...], Any]],
                global_size: int) -> dict[str, np.ndarray]:
     """Tokenizes one global batch and returns this process's rows, padded to a bucket length."""
     # Every process tokenizes the whole global batch (cheap) so that all of them pick the same
@@ -125,7 +138,7 @@ class ClassificationData:
         'input_ids': np.full((rows, length), self._pad_id, np.int32),
         'token_type_ids': np.zeros((rows, length), np.int32),
         'attention_mask': np.zeros((rows, length), np.int32),
-        'label': np.asarray(labels[lo:lo + rows], np.int32),
+        'label': np.asarray(labels[lo:lo + rows], np.float32 if self.regression else np.int32),
         'weight': np.asarray(weights[lo:lo + rows], np.float32),
     }
     for i, enc in enumerate(encodings[lo:lo + rows]):
@@ -133,11 +146,13 @@ class ClassificationData:
       batch['input_ids'][i, :n] = enc.ids
       batch['token_type_ids'][i, :n] = enc.type_ids
       batch['attention_mask'][i, :n] = 1
-    # TFDS marks unlabelled examples (e.g. GLUE test splits) with label -1: keep the row for the
-    # shapes but give it weight 0 and a valid class id, so it never feeds a wrong label to the loss.
-    unlabelled = batch['label'] < 0
-    batch['weight'][unlabelled] = 0.0
-    batch['label'][unlabelled] = 0
+    if not self.regression:
+      # TFDS marks unlabelled examples (e.g. GLUE test splits) with label -1: keep the row for the
+      # shapes but give it weight 0 and a valid class id, so it never feeds a wrong label to the
+      # loss.
+      unlabelled = batch['label'] < 0
+      batch['weight'][unlabelled] = 0.0
+      batch['label'][unlabelled] = 0
     return batch
 
 
@@ -152,9 +167,11 @@ class _Examples:
   def __len__(self) -> int:
     return len(self._source)
 
-  def __getitem__(self, index: int) -> tuple[tuple[str, ...], int]:
+  def __getitem__(self, index: int) -> tuple[tuple[str, ...], int | float]:
     ex = self._source[index]
-    return tuple(text_lib.as_str(ex[k]) for k in self._text_keys), int(ex[self._label_key])
+    label = ex[self._label_key]
+    label = float(label) if np.issubdtype(np.asarray(label).dtype, np.floating) else int(label)
+    return tuple(text_lib.as_str(ex[k]) for k in self._text_keys), label
 
 
 def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
@@ -187,28 +204,46 @@ def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
 
   tokenizer = tokenizers_lib.wordpiece(assets.resolve(config.tokenizer.vocab),
                                        lowercase=config.tokenizer.lowercase, max_len=data.max_len)
-  sources = tfds_sources.open_splits(data.name, split_specs, tfds_sources.resolve_data_dir(data))
+  regression = config.task.name == 'regression'
+  if data.name in files.FORMATS:
+    splits, label_names = files.open_files(data, regression)
+  else:
+    splits, label_names = _open_tfds(data, text_keys, split_specs, regression)
+  if data.max_train_examples > 0:
+    splits['train'] = _Prefix(splits['train'], data.max_train_examples)
+  result = ClassificationData(
+      tokenizer=tokenizer, label_names=label_names, splits=splits, text_keys=text_keys,
+      buckets=buckets, batch_size=batch_size,
+      eval_batch_size=eval_batch_size, seed=config.seed, process_index=process_index,
+      process_count=process_count)
+  logging.info('data %s: %s examples, labels %s, %d train steps per epoch', data.name,
+               result.num_examples, result.label_names or 'real-valued', result.steps_per_epoch)
+  return result
 
+
+def _open_tfds(data, text_keys, split_specs, regression):
+  """({split: examples}, label names) of a TFDS dataset: a ClassLabel feature for classification,
+  a float feature (e.g. glue/stsb's label, movie_reviews' rating) for regression."""
+  sources = tfds_sources.open_splits(data.name, split_specs, tfds_sources.resolve_data_dir(data))
   features = next(iter(sources.values())).dataset_info.features
   missing = [k for k in (*text_keys, data.label_key) if k not in features]
   if missing:
     raise UserError(f'dataset {data.name!r} has no feature {missing[0]!r} (features: '
                     f'{sorted(features.keys())}): fix config.data.text_keys / label_key')
   label_feature = features[data.label_key]
-  if not isinstance(label_feature, tfds.features.ClassLabel):
+  if regression:
+    if not np.issubdtype(np.dtype(label_feature.np_dtype), np.floating) or label_feature.shape:
+      raise UserError(f'feature {data.label_key!r} of {data.name!r} is not a real-valued scalar: '
+                      'set config.data.label_key to one for the regression task')
+    label_names = []
+  elif isinstance(label_feature, tfds.features.ClassLabel):
+    label_names = label_feature.names
+  else:
     raise UserError(f'feature {data.label_key!r} of {data.name!r} is not a class label: set '
-                    'config.data.label_key to a ClassLabel feature')
-
-  if data.max_train_examples > 0:
-    sources['train'] = _Prefix(sources['train'], data.max_train_examples)
-  result = ClassificationData(
-      tokenizer=tokenizer, label_names=label_feature.names, splits=sources, text_keys=text_keys,
-      label_key=data.label_key, buckets=buckets, batch_size=batch_size,
-      eval_batch_size=eval_batch_size, seed=config.seed, process_index=process_index,
-      process_count=process_count)
-  logging.info('data %s: %s examples, %d labels %s, %d train steps per epoch', data.name,
-               result.num_examples, result.num_labels, result.label_names, result.steps_per_epoch)
-  return result
+                    'config.data.label_key to a ClassLabel feature (or task.name=regression for a '
+                    'real-valued one)')
+  splits = {name: _Examples(src, text_keys, data.label_key) for name, src in sources.items()}
+  return splits, label_names
 
 
 class _Prefix:

@@ -25,6 +25,10 @@ from llmjax.errors import UserError
 LOCAL_BUILDERS = {
     'movie_reviews': 'llmjax.data.movie_reviews',
     'enwiki_sample': 'llmjax.data.enwiki_sample',
+    'bbc_news': 'llmjax.data.bbc_news',
+    'wnut16': 'llmjax.data.wnut16',
+    'oanc_pos': 'llmjax.data.oanc_pos',
+    'bible_en_es': 'llmjax.data.bible',
 }
 # TFDS packages whose builders are imported lazily; `tfds.builder` only finds e.g. `glue` once its
 # package has been imported (the new-style `datasets/` builders such as imdb_reviews are found

@@ -32,6 +32,11 @@ FAMILIES = {
     'bert_classifier': Family(bert.BertConfig,
                               lambda arch, num_labels: bert.BertForSequenceClassification(
                                   arch, num_labels), hf_bert),
+    # A label per token (NER, POS tagging): the encoder without its pooler; exports a Hugging Face
+    # `BertForTokenClassification`.
+    'bert_token_classifier': Family(bert.BertConfig,
+                                    lambda arch, num_labels: bert.BertForTokenClassification(
+                                        arch, num_labels), hf_bert.TOKEN_CLASSIFIER),
     # Masked-LM pre-training of the same encoder; exports a Hugging Face `BertForMaskedLM`.
     'bert_mlm': Family(bert.BertConfig, lambda arch, num_labels: bert.BertForMaskedLM(arch),
                        hf_bert.MASKED_LM),
@@ -101,8 +106,10 @@ def export_unsupported(model_config: ml_collections.ConfigDict) -> str | None:
 def export(params, model_config: ml_collections.ConfigDict, out_dir,
            label_names: list[str] | None = None) -> None:
   """Writes `params` as a Hugging Face directory that transformers and `init_from` can load."""
-  if model_config.name == 'bert_classifier':
-    hf_bert.export(params, architecture(model_config), out_dir, len(label_names),
-                   dict(enumerate(label_names)))
+  if model_config.name == 'bert_classifier' and not label_names:  # A regression head.
+    hf_bert.export(params, architecture(model_config), out_dir, 1, regression=True)
+  elif model_config.name in ('bert_classifier', 'bert_token_classifier'):
+    family(model_config).hf.export(params, architecture(model_config), out_dir, len(label_names),
+                                   dict(enumerate(label_names)))
   else:
     family(model_config).hf.export(params, architecture(model_config), out_dir)

@@ -217,12 +217,33 @@ class BertForSequenceClassification(nn.Module):
     cfg = self.config
     _, pooled = BertEncoder(cfg, name='bert')(input_ids, token_type_ids, attention_mask,
                                               deterministic=deterministic)
-    pooled = nn.Dropout(rate=cfg.hidden_dropout)(pooled, deterministic=deterministic)
-    # Classes are not a sharded axis: the kernel's output dim has no logical name.
-    logits = layers.dense(self.num_labels, ('embed', None), kernel_init=_init(cfg), name='classifier',
-                          **layers.dtypes(cfg))(pooled)
-    # float32 so the loss and metrics never run in bfloat16.
-    return logits.astype(jnp.float32)
+    return _classify(cfg, self.num_labels, pooled, deterministic)
+
+
+class BertForTokenClassification(nn.Module):
+  """BERT with a linear classifier on every token's final state (HF `BertForTokenClassification`,
+  which has no pooler): params bert/... as `BertForMaskedLM`'s, plus classifier/{kernel, bias}."""
+  config: BertConfig
+  num_labels: int
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, attention_mask: jax.Array, *,
+               deterministic: bool) -> jax.Array:
+    """Same inputs as `BertEncoder` -> float32 logits [B, L, num_labels]."""
+    x, _ = BertEncoder(self.config, with_pooler=False, name='bert')(
+        input_ids, token_type_ids, attention_mask, deterministic=deterministic)
+    return _classify(self.config, self.num_labels, x, deterministic)
+
+
+def _classify(cfg: BertConfig, num_labels: int, x: jax.Array, deterministic: bool) -> jax.Array:
+  """HF's classifier head, dropout then Linear, as the submodule 'classifier' of the calling
+  module: x [..., H] -> float32 logits [..., num_labels]."""
+  x = nn.Dropout(rate=cfg.hidden_dropout)(x, deterministic=deterministic)
+  # Classes are not a sharded axis: the kernel's output dim has no logical name.
+  logits = layers.dense(num_labels, ('embed', None), kernel_init=_init(cfg), name='classifier',
+                        **layers.dtypes(cfg))(x)
+  # float32 so the loss and metrics never run in bfloat16.
+  return logits.astype(jnp.float32)
 
 
 class BertMLMHead(nn.Module):

@@ -9,8 +9,9 @@ One table, `_tensors`, lists every HF tensor with its place in our parameter tre
   attention.self.{query,key,value}.weight [heads*kv, H] -> attention/{q,k,v}/kernel [H, heads, kv]
   attention.output.dense.weight           [H, heads*kv] -> attention/out/kernel     [heads, kv, H]
 
-Two heads: the classifier of `BertForSequenceClassification` (with the pooler), and the masked-LM
-head of `BertForMaskedLM` (`masked_lm=True`; no pooler). The masked-LM decoder weight is tied to the
+Three heads: the classifier of `BertForSequenceClassification` (with the pooler), the per-token
+classifier of `BertForTokenClassification` (`pooler=False`), and the masked-LM head of
+`BertForMaskedLM` (`masked_lm=True`; no pooler). The masked-LM decoder weight is tied to the
 word embeddings, so files do not store it (or store a copy, which is skipped); BERT's next-sentence
 head (`cls.seq_relationship`) is skipped too. `MASKED_LM` is the masked-LM variant of this module's
 load_config / import_params / export, for the model registry.
@@ -20,6 +21,7 @@ bert/layers/... with a leading [num_layers] axis (see `bert.stack_layers`); the 
 names the unstacked bert/layer_{i}/... params.
 """
 
+import functools
 import math
 import os
 import re
@@ -57,9 +59,10 @@ _TRAIN_KEYS = {
 }
 
 
-def _tensors(config: BertConfig, num_labels: int | None, masked_lm: bool = False) -> list[_Tensor]:
+def _tensors(config: BertConfig, num_labels: int | None, masked_lm: bool = False,
+             pooler: bool = True) -> list[_Tensor]:
   """Every tensor of HF `BertForSequenceClassification` (the classifier only if num_labels is set),
-  or with masked_lm of HF `BertForMaskedLM`."""
+  without the pooler of HF `BertForTokenClassification`, or with masked_lm of HF `BertForMaskedLM`."""
   h, heads, kv = config.hidden_size, config.num_heads, config.head_dim
   table = []
 
@@ -99,7 +102,8 @@ def _tensors(config: BertConfig, num_labels: int | None, masked_lm: bool = False
     layer_norm('cls.predictions.transform.LayerNorm', ('predictions', 'transform_ln'))
     plain('cls.predictions.bias', ('predictions', 'bias'), (config.vocab_size,))
     return table
-  linear('bert.pooler.dense', ('bert', 'pooler'), (h,), (h,))
+  if pooler:
+    linear('bert.pooler.dense', ('bert', 'pooler'), (h,), (h,))
   if num_labels is not None:
     linear('classifier', ('classifier',), (h,), (num_labels,))
   return table
@@ -117,9 +121,11 @@ def _canonical_name(name: str) -> str:
   return re.sub(r'\.LayerNorm\.beta$', '.LayerNorm.bias', name)
 
 
-def _is_ignored(name: str, masked_lm: bool = False) -> bool:
+def _is_ignored(name: str, masked_lm: bool = False, pooler: bool = True) -> bool:
   """Tensors in HF BERT files that are not part of the model being imported."""
   if name in ('bert.embeddings.position_ids', 'bert.embeddings.token_type_ids'):  # buffers
+    return True
+  if not pooler and name.startswith('bert.pooler.'):  # a per-token head never reads it
     return True
   if masked_lm:
     # Next-sentence prediction and its pooler, a fine-tuned classifier, and the decoder (a copy of
@@ -148,7 +154,8 @@ def load_config(hf_dir: str | os.PathLike) -> dict:
 
 
 def import_params(hf_dir: str | os.PathLike, config: BertConfig,
-                  num_labels: int | None = None, *, masked_lm: bool = False) -> dict:
+                  num_labels: int | None = None, *, masked_lm: bool = False,
+                  pooler: bool = True) -> dict:
   """Reads `hf_dir`/model.safetensors into the param layout of `BertForSequenceClassification`.
 
   Args:
@@ -159,6 +166,8 @@ def import_params(hf_dir: str | os.PathLike, config: BertConfig,
       (e.g. to train a fresh head).
     masked_lm: import into the layout of `BertForMaskedLM` instead (no pooler; the file's masked-LM
       head where it has one); num_labels must then be None.
+    pooler: False imports into the layout of `BertForTokenClassification` (a file's pooler is
+      skipped).
 
   Returns:
     {'bert': {...}, 'classifier': {...}} (masked_lm: {'bert': {...}, 'predictions': {...}}) of numpy
@@ -169,14 +178,15 @@ def import_params(hf_dir: str | os.PathLike, config: BertConfig,
   if masked_lm and num_labels is not None:
     raise ValueError('a masked-LM import has no classifier: pass num_labels=None')
   path = hf_common.weights_file(hf_dir, _FAMILY)
-  table = {t.hf_name: t for t in _tensors(config, num_labels, masked_lm)}
+  table = {t.hf_name: t for t in _tensors(config, num_labels, masked_lm, pooler)}
   param_dtype = layers.dtype(config.param_dtype)
   params, unknown = {}, []
   with hf_common.open_weights(path) as f:
     for file_name in f.keys():
       name = _canonical_name(file_name)
       if name not in table:
-        if _is_ignored(name, masked_lm) or (num_labels is None and name.startswith('classifier.')):
+        if (_is_ignored(name, masked_lm, pooler)
+            or (num_labels is None and name.startswith('classifier.'))):
           logging.warning('%s: ignoring tensor %s', path, file_name)
         else:
           unknown.append(file_name)
@@ -250,8 +260,10 @@ def _write(out_dir: str | os.PathLike, tensors: dict[str, np.ndarray], config: B
 
 
 def export(params, config: BertConfig, out_dir: str | os.PathLike, num_labels: int,
-           id2label: dict | None = None) -> None:
-  """Writes params as a Hugging Face `BertForSequenceClassification` directory.
+           id2label: dict | None = None, *,
+           architecture: str = 'BertForSequenceClassification', regression: bool = False) -> None:
+  """Writes params as a Hugging Face `BertForSequenceClassification` directory, or with
+  architecture='BertForTokenClassification' the params of our model of that name.
 
   Args:
     params: the params of `BertForSequenceClassification` (optionally under a 'params' key), jax or
@@ -260,6 +272,8 @@ def export(params, config: BertConfig, out_dir: str | os.PathLike, num_labels: i
     out_dir: created if needed; config.json and model.safetensors are (over)written.
     num_labels: size of the classifier.
     id2label: {id: label name}; default {i: 'LABEL_i'} as HF.
+    regression: the one output is a real-valued score (HF's problem_type 'regression': transformers
+      then fits it by mean squared error).
   """
   if id2label is None:
     id2label = {i: f'LABEL_{i}' for i in range(num_labels)}
@@ -267,12 +281,14 @@ def export(params, config: BertConfig, out_dir: str | os.PathLike, num_labels: i
   if sorted(id2label) != list(range(num_labels)):
     raise UserError(f'id2label has ids {sorted(id2label)} but there are {num_labels} labels: '
                     f'give one name for each id 0..{num_labels - 1}')
-  tensors = _hf_tensors(params, config, _tensors(config, num_labels),
-                        'BertForSequenceClassification')
-  _write(out_dir, tensors, config, 'BertForSequenceClassification',
+  # Of the two classifier heads only the sequence classifier reads the pooler.
+  pooler = architecture == 'BertForSequenceClassification'
+  tensors = _hf_tensors(params, config, _tensors(config, num_labels, pooler=pooler), architecture)
+  _write(out_dir, tensors, config, architecture,
          classifier_dropout=None,
          id2label={str(i): name for i, name in sorted(id2label.items())},
-         label2id={name: i for i, name in sorted(id2label.items())})
+         label2id={name: i for i, name in sorted(id2label.items())},
+         **({'problem_type': 'regression'} if regression else {}))
 
 
 def import_masked_lm_params(hf_dir: str | os.PathLike, config: BertConfig) -> dict:
@@ -286,6 +302,11 @@ def export_masked_lm(params, config: BertConfig, out_dir: str | os.PathLike) -> 
   tensors = _hf_tensors(params, config, _tensors(config, None, masked_lm=True), 'BertForMaskedLM')
   _write(out_dir, tensors, config, 'BertForMaskedLM', tie_word_embeddings=True)
 
+
+# The per-token classifier variant of this module's interface, for `llmjax.models.FAMILIES`.
+TOKEN_CLASSIFIER = types.SimpleNamespace(
+    load_config=load_config, import_params=functools.partial(import_params, pooler=False),
+    export=functools.partial(export, architecture='BertForTokenClassification'))
 
 # The masked-LM variant of this module's interface, for `llmjax.models.FAMILIES`.
 MASKED_LM = types.SimpleNamespace(load_config=load_config, import_params=import_masked_lm_params,

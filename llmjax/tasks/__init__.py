@@ -1,14 +1,22 @@
 """Tasks: the objective of an experiment, chosen by `config.task.name`, and the data it reads.
 
-`classification` reads labelled text (`llmjax.data.pipeline`); `causal_lm` reads packed documents
-(`llmjax.data.lm`); `mlm` (BERT's masked-LM pre-training) reads the same documents as masked
-`[CLS] piece [SEP]` rows (`llmjax.data.lm.build_masked`); `span_corruption` (T5's pre-training)
-reads them as packed (inputs, targets) pairs for an encoder-decoder
-(`llmjax.data.lm.build_span_corruption`); `translation` reads the packed (source, target) pairs of a
-parallel corpus (`llmjax.data.lm.build_translation`). The training loop sees only the task
-interface described in `classification.py` and the data's `train_iter`, `eval_iter` and
-`steps_per_epoch`.
+Each entry of `TASKS` names how to build the task's data and its task object, the model families it
+can train and the metrics its evaluation reports:
+
+  classification   labelled text, single sentences or pairs (`llmjax.data.pipeline`)
+  regression       the same texts with a real-valued target: mean squared error, Pearson, Spearman
+  causal_lm        packed documents (`llmjax.data.lm.build`)
+  mlm              BERT's masked-LM rows (`llmjax.data.lm.build_masked`)
+  span_corruption  T5's packed (inputs, targets) pairs (`llmjax.data.lm.build_span_corruption`)
+  translation      the packed (source, target) pairs of a parallel corpus (`lm.build_translation`)
+
+The training loop sees only the task interface described in `classification.py` and the data's
+`train_iter`, `eval_iter` and `steps_per_epoch`.
 """
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 
@@ -16,46 +24,95 @@ from llmjax import models
 from llmjax.data import lm, pipeline
 from llmjax.errors import UserError
 from llmjax.tasks.causal_lm import CausalLMTask
-from llmjax.tasks.classification import ClassificationTask
+from llmjax.tasks.classification import ClassificationTask, RegressionTask
 from llmjax.tasks.mlm import MaskedLMTask
 from llmjax.tasks.seq2seq import Seq2SeqTask
 
-# Each language-modelling task: the `llmjax.data.lm` function that builds its data (by name: lm
-# imports `masking` from this package), its task class and the model families it can train.
-_LM_TASKS = {
-    'causal_lm': ('build', CausalLMTask, ('gpt',)),
-    'mlm': ('build_masked', MaskedLMTask, ('bert_mlm',)),
-    'span_corruption': ('build_span_corruption', Seq2SeqTask, ('t5',)),
-    'translation': ('build_translation', Seq2SeqTask, ('t5',)),
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """How one task is built.
+
+  data: (config, *, process_index, process_count) -> the data object the loop iterates.
+  task: (config, data or None) -> the task object; without data (model_info, generate, restoring a
+    run) everything the task needs comes from the config alone.
+  families: the `config.model.name`s it can train.
+  metrics: the names its `summarize` reports; `config.eval.metric` must be one of them.
+  sized_in_steps: its data has no fixed epoch length (packed text): runs set num_train_steps.
+  """
+  data: Callable[..., Any]
+  task: Callable[[ml_collections.ConfigDict, Any], Any]
+  families: tuple[str, ...]
+  metrics: tuple[str, ...]
+  sized_in_steps: bool = False
+
+
+def _label_names(config, data) -> list[str]:
+  """Class names from the data, else those a run saved in its config, else two unnamed classes."""
+  if data is not None:
+    return data.label_names
+  return list(config.data.label_names) or ['LABEL_0', 'LABEL_1']
+
+
+def _classifier(config, data):
+  names = _label_names(config, data)
+  return ClassificationTask(models.build(config.model, len(names)), names,
+                            config.task.label_smoothing)
+
+
+def _regressor(config, data):
+  del data
+  return RegressionTask(models.build(config.model, 1))
+
+
+def _lm_task(cls):
+  def make(config, data):
+    if data is not None and data.vocab_size > config.model.vocab_size:
+      raise UserError(f'the tokenizer has {data.vocab_size} tokens but config.model.vocab_size='
+                      f'{config.model.vocab_size}: set model.vocab_size >= {data.vocab_size}')
+    return cls(models.build(config.model), config.task.label_smoothing)
+  return make
+
+
+_LM_METRICS = ('loss', 'perplexity', 'accuracy')
+
+# The data builders are looked up at call time: llmjax.data.lm imports this package's `masking`.
+TASKS = {
+    'classification': TaskSpec(
+        lambda config, **kw: pipeline.build(config, **kw), _classifier, ('bert_classifier',),
+        ClassificationTask.METRICS),
+    'regression': TaskSpec(
+        lambda config, **kw: pipeline.build(config, **kw), _regressor, ('bert_classifier',),
+        RegressionTask.METRICS),
+    'causal_lm': TaskSpec(lambda config, **kw: lm.build(config, **kw), _lm_task(CausalLMTask),
+                          ('gpt',), _LM_METRICS, sized_in_steps=True),
+    'mlm': TaskSpec(lambda config, **kw: lm.build_masked(config, **kw), _lm_task(MaskedLMTask),
+                    ('bert_mlm',), _LM_METRICS, sized_in_steps=True),
+    'span_corruption': TaskSpec(lambda config, **kw: lm.build_span_corruption(config, **kw),
+                                _lm_task(Seq2SeqTask), ('t5',), _LM_METRICS,
+                            sized_in_steps=True),
+    'translation': TaskSpec(lambda config, **kw: lm.build_translation(config, **kw),
+                            _lm_task(Seq2SeqTask), ('t5',), _LM_METRICS,
+                            sized_in_steps=True),
 }
-TASKS = ('classification', *_LM_TASKS)
+
+
+def spec(config: ml_collections.ConfigDict) -> TaskSpec:
+  if config.task.name not in TASKS:
+    raise UserError(f'config.task.name={config.task.name!r} is not a known task: use one of '
+                    f'{", ".join(TASKS)}')
+  return TASKS[config.task.name]
 
 
 def build_data(config: ml_collections.ConfigDict, *, process_index: int, process_count: int):
-  if config.task.name == 'classification':
-    return pipeline.build(config, process_index=process_index, process_count=process_count)
-  build = getattr(lm, _LM_TASKS[config.task.name][0])
-  return build(config, process_index=process_index, process_count=process_count)
+  return spec(config).data(config, process_index=process_index, process_count=process_count)
 
 
-def build_task(config: ml_collections.ConfigDict, data):
-  """The task for `config`, over the model of `config.model` (resolved already)."""
-  if config.task.name == 'classification':
-    return task_for(config, data.num_labels)
-  if data.vocab_size > config.model.vocab_size:
-    raise UserError(f'the tokenizer has {data.vocab_size} tokens but config.model.vocab_size='
-                    f'{config.model.vocab_size}: set model.vocab_size >= {data.vocab_size}')
-  return task_for(config)
-
-
-def task_for(config: ml_collections.ConfigDict, num_labels: int = 2):
-  """The task of `config` without its data (a classifier gets `num_labels` classes)."""
-  classification = config.task.name == 'classification'
-  families = ('bert_classifier',) if classification else _LM_TASKS[config.task.name][2]
+def task_for(config: ml_collections.ConfigDict, data=None):
+  """The task of `config` over the model of `config.model` (resolved already), shaped by `data`
+  when given (e.g. its number of labels, its vocabulary size)."""
+  families = spec(config).families
   if config.model.name not in families:
     raise UserError(f'config.task.name={config.task.name!r} trains {" or ".join(families)} models, '
                     f'not config.model.name={config.model.name!r}: change one of them')
-  smoothing = config.task.label_smoothing
-  if classification:
-    return ClassificationTask(models.build(config.model, num_labels), num_labels, smoothing)
-  return _LM_TASKS[config.task.name][1](models.build(config.model), smoothing)
+  return spec(config).task(config, data)

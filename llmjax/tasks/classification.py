@@ -9,25 +9,28 @@ model), and the training loop knows nothing else about it. Every task offers:
   eval_outputs(params, batch)        -> sums and per-row arrays of one batch, on device
   summarize(outputs)                 -> {name: value} over a whole split, on the host
   tokens(batch)                      -> real (non-padding) tokens in a host batch, for throughput
+  predict(params, batch)             -> per-row predictions of one batch, on device (--mode=predict)
+  format_predictions(outputs, inputs) -> one JSON-able dict per real row, on the host
 
 Losses leave the device as sums with a weight (the number of real examples) so that padded rows count
 for nothing and the host can normalise across batches and processes.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import stats
 from sklearn import metrics as skm
 
 from llmjax.tasks import losses
 
 
-class ClassificationTask:
-  """Cross-entropy over `num_labels` classes on the logits of a sequence classifier."""
+class _SequenceTask:
+  """What classification and regression share: a BERT-style model over (input_ids, token_type_ids,
+  attention_mask) batches with one output vector per row."""
 
-  def __init__(self, model, num_labels: int, label_smoothing: float = 0.0):
+  def __init__(self, model):
     self.model = model
-    self.num_labels = num_labels
-    self.label_smoothing = label_smoothing
 
   def init(self, rng, length: int):
     ids = jnp.zeros((1, length), jnp.int32)
@@ -42,6 +45,18 @@ class ClassificationTask:
     return self.model.apply(
         {'params': params}, batch['input_ids'], batch['token_type_ids'], batch['attention_mask'],
         deterministic=deterministic, rngs=None if deterministic else {'dropout': dropout_rng})
+
+
+class ClassificationTask(_SequenceTask):
+  """Cross-entropy over the classes `label_names` on the logits of a sequence classifier."""
+
+  METRICS = ('loss', 'accuracy', 'precision', 'recall', 'f1', 'matthews')
+
+  def __init__(self, model, label_names, label_smoothing: float = 0.0):
+    super().__init__(model)
+    self.label_names = list(label_names)
+    self.num_labels = len(self.label_names)
+    self.label_smoothing = label_smoothing
 
   def _sums(self, logits, batch):
     """(summed training loss, sums of NLL, examples and correct predictions)."""
@@ -63,21 +78,27 @@ class ClassificationTask:
     return {**self._sums(logits, batch)[1], 'prediction': jnp.argmax(logits, -1),
             'label': batch['label'], 'mask': batch['weight']}
 
+  def predict(self, params, batch):
+    return {'probabilities': jax.nn.softmax(self.logits(params, batch), -1)}
+
+  def format_predictions(self, outputs, inputs) -> list[dict]:
+    """{'label': the most probable class, 'probabilities': {class: p}} per input row."""
+    return [{'label': self.label_names[int(np.argmax(p))],
+             'probabilities': {n: round(float(q), 6) for n, q in zip(self.label_names, p)}}
+            for p, _ in zip(outputs['probabilities'], inputs)]
+
   @staticmethod
   def train_metrics(sums: dict[str, float]) -> dict[str, float]:
     weight = max(sums['weight'], 1.0)
     return {'loss': sums['loss'] / weight, 'accuracy': sums['correct'] / weight}
 
   def summarize(self, outputs: list[dict[str, np.ndarray]]) -> dict[str, float]:
-    """Loss, accuracy, precision, recall and F1 over a whole split (scikit-learn).
+    """Loss, accuracy, precision, recall, F1 and Matthews correlation over a whole split
+    (scikit-learn): the metrics GLUE reports (CoLA: Matthews; MRPC, QQP: F1 and accuracy).
 
     Binary tasks report the positive class (label 1), multi-class tasks the macro average.
     """
-    real = np.concatenate([o['mask'] for o in outputs]) > 0
-    labels = np.concatenate([o['label'] for o in outputs])[real]
-    predictions = np.concatenate([o['prediction'] for o in outputs])[real]
-    weight = sum(float(o['weight']) for o in outputs)
-    loss = sum(float(o['loss']) for o in outputs) / max(weight, 1.0)
+    labels, predictions, loss = _gather(outputs)
     binary = self.num_labels == 2
     precision, recall, f1, _ = skm.precision_recall_fscore_support(
         labels, predictions, average='binary' if binary else 'macro',
@@ -88,4 +109,63 @@ class ClassificationTask:
         'precision': float(precision),
         'recall': float(recall),
         'f1': float(f1),
+        'matthews': float(skm.matthews_corrcoef(labels, predictions)) if len(labels) else 0.0,
     }
+
+
+class RegressionTask(_SequenceTask):
+  """A real-valued target from a one-output sequence classifier, fitted by mean squared error (HF's
+  `problem_type='regression'`); evaluated by the correlations GLUE's STS-B reports."""
+
+  METRICS = ('loss', 'mse', 'pearson', 'spearman')
+
+  def _scores(self, params, batch, dropout_rng=None):
+    return self.logits(params, batch, dropout_rng=dropout_rng)[:, 0]
+
+  @staticmethod
+  def _sums(scores, batch):
+    weight = batch['weight']
+    squared = jnp.sum(jnp.square(scores - batch['label']) * weight)
+    return squared, {'loss': squared, 'weight': jnp.sum(weight)}
+
+  def loss(self, params, batch, dropout_rng):
+    return self._sums(self._scores(params, batch, dropout_rng), batch)
+
+  def eval_outputs(self, params, batch):
+    scores = self._scores(params, batch)
+    return {**self._sums(scores, batch)[1], 'prediction': scores, 'label': batch['label'],
+            'mask': batch['weight']}
+
+  def predict(self, params, batch):
+    return {'score': self._scores(params, batch)}
+
+  @staticmethod
+  def format_predictions(outputs, inputs) -> list[dict]:
+    return [{'score': round(float(s), 6)} for s, _ in zip(outputs['score'], inputs)]
+
+  @staticmethod
+  def train_metrics(sums: dict[str, float]) -> dict[str, float]:
+    return {'loss': sums['loss'] / max(sums['weight'], 1.0)}
+
+  @staticmethod
+  def summarize(outputs: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Mean squared error and the Pearson and Spearman correlations of predictions and targets."""
+    labels, predictions, loss = _gather(outputs)
+    constant = len(labels) < 2 or np.ptp(predictions) == 0 or np.ptp(labels) == 0
+    return {
+        'loss': loss,
+        'mse': loss,
+        # Correlations of a constant are undefined; 0 is what they are worth as a model.
+        'pearson': 0.0 if constant else float(stats.pearsonr(predictions, labels).statistic),
+        'spearman': 0.0 if constant else float(stats.spearmanr(predictions, labels).statistic),
+    }
+
+
+def _gather(outputs):
+  """(labels, predictions) of the real rows of a split, and its mean loss."""
+  real = np.concatenate([o['mask'] for o in outputs]) > 0
+  labels = np.concatenate([o['label'] for o in outputs])[real]
+  predictions = np.concatenate([o['prediction'] for o in outputs])[real]
+  weight = sum(float(o['weight']) for o in outputs)
+  loss = sum(float(o['loss']) for o in outputs) / max(weight, 1.0)
+  return labels, predictions, loss

@@ -3,13 +3,12 @@
 import concurrent.futures
 import itertools
 
-import ml_collections
 import numpy as np
 import pytest
 
 import fakes
 from conftest import override
-from llmjax import assets, data
+from llmjax import assets, config_lib, data
 from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
 
@@ -32,22 +31,10 @@ def cache(fake_cache, monkeypatch):
 
 
 def make_config(**overrides):
-  config = ml_collections.ConfigDict({
-      'seed': 0,
-      'batch_size': 16,
-      'eval_batch_size': 24,
-      'data': {
-          'name': 'movie_reviews',
-          'data_dir': '',
-          'splits': {'train': 'train', 'validation': 'validation', 'test': 'test'},
-          'text_keys': ('sentence',),
-          'label_key': 'label',
-          'max_len': BUCKETS[-1],
-          'buckets': BUCKETS,
-          'max_train_examples': -1,
-      },
-      'tokenizer': {'vocab': 'asset:all-MiniLM-L6-v2/vocab.txt', 'lowercase': True},
-  })
+  config = config_lib.base_config()
+  config.batch_size = 16
+  config.eval_batch_size = 24
+  config.data.update(max_len=BUCKETS[-1], buckets=BUCKETS)
   return override(config, overrides)
 
 
@@ -185,9 +172,9 @@ def test_unlabelled_examples_get_weight_zero(cache):
       assets.resolve('asset:all-MiniLM-L6-v2/vocab.txt'), max_len=16)
   d = data.ClassificationData(
       tokenizer=tokenizer, label_names=['negative', 'positive'],
-      splits={'train': [{'sentence': b'good movie', 'label': 1}] * 4,
-              'test': [{'sentence': b'the movie', 'label': -1}, {'sentence': 'bad', 'label': 0}]},
-      text_keys=('sentence',), label_key='label', buckets=(16,), batch_size=2, eval_batch_size=4,
+      splits={'train': [(('good movie',), 1)] * 4,
+              'test': [(('the movie',), -1), (('bad',), 0)]},
+      text_keys=('sentence',), buckets=(16,), batch_size=2, eval_batch_size=4,
       seed=0, process_index=0, process_count=1)
   batch, = d.eval_iter('test')
   np.testing.assert_array_equal(batch['weight'], [0, 1, 0, 0])

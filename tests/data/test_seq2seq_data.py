@@ -117,7 +117,7 @@ def test_config_builds_data_and_task(fake_cache, tmp_path):
   assert data.vocab_size == 256 + lm.NUM_SENTINELS <= config.model.vocab_size
   batch = next(data.train_iter())
   assert batch['inputs'].shape == (8, 32) and batch['targets'].shape == (8, TARGETS)
-  task = tasks.build_task(config, data)
+  task = tasks.task_for(config, data)
   assert task.tokens(batch) == int((batch['input_segment_ids'] > 0).sum()
                                    + (batch['target_segment_ids'] > 0).sum())
   for key, value, match in (('task.noise_density', 1.5, 'noise_density=1.5 must be in'),
@@ -128,7 +128,7 @@ def test_config_builds_data_and_task(fake_cache, tmp_path):
     section, leaf = key.split('.')
     bad[section][leaf] = value
     with pytest.raises(UserError, match=match):
-      tasks.build_task(bad, tasks.build_data(bad, process_index=0, process_count=1))
+      tasks.task_for(bad, tasks.build_data(bad, process_index=0, process_count=1))
 
 
 def _translation_data(pairs, **kw):
@@ -163,7 +163,7 @@ def test_wmt_config_on_mock_data(tmp_path, monkeypatch):
   # One SentencePiece model for both languages, trained on both.
   assert (tmp_path / 'spm' / 'wmt14_translate_de-en_en_de-128-unigram.model').exists()
   assert batch['inputs'].shape == batch['targets'].shape == (8, 32)
-  assert tasks.build_task(config, data).tokens(batch) > 0
+  assert tasks.task_for(config, data).tokens(batch) > 0
   for key, value, match in (('data.text_keys', ('en',), 'must name the source and target'),
                             ('data.target_max_len', 64, 'exceeds model.max_position_embeddings')):
     bad = load_config('transformer_wmt', 'tiny')

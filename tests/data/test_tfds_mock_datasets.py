@@ -7,14 +7,15 @@ attribute -- so only `source[i]` works; the pipeline reads sources one index at 
 """
 
 import itertools
+import json
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 import fakes
-from llmjax import data
+from conftest import load_config
+from llmjax import config_lib, data, tasks, train
 
 NUM_EXAMPLES = 40
 
@@ -27,22 +28,12 @@ def cache(tmp_path, monkeypatch):
 
 
 def make_config(name, text_keys, splits):
-  return ml_collections.ConfigDict({
-      'seed': 0,
-      'batch_size': 8,
-      'eval_batch_size': 16,
-      'data': {
-          'name': name,
-          'data_dir': '',
-          'splits': splits,
-          'text_keys': text_keys,
-          'label_key': 'label',
-          'max_len': 32,
-          'buckets': (16, 32),
-          'max_train_examples': -1,
-      },
-      'tokenizer': {'vocab': 'asset:all-MiniLM-L6-v2/vocab.txt', 'lowercase': True},
-  })
+  config = config_lib.base_config()
+  config.batch_size = 8
+  config.eval_batch_size = 16
+  config.data.update(name=name, text_keys=text_keys, max_len=32, buckets=(16, 32))
+  config.data.splits = splits
+  return config
 
 
 @pytest.mark.parametrize('name, text_keys, splits', [
@@ -67,3 +58,36 @@ def test_standard_dataset(cache, name, text_keys, splits):
     assert types.any() == (len(text_keys) == 2)
   for batches in evals.values():
     assert sum(b['weight'].sum() for b in batches) == NUM_EXAMPLES
+
+
+GLUE_TASKS = ['cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', 'mnli_mismatched', 'qnli', 'rte',
+              'wnli']
+
+
+@pytest.mark.parametrize('task', GLUE_TASKS)
+def test_every_glue_config_reads_its_dataset(cache, task):
+  config = load_config('glue', f'task={task},tiny')
+  config_lib.validate(config, num_devices=8)
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    d = tasks.build_data(config, process_index=0, process_count=1)
+    batch = next(d.train_iter())
+    test, = itertools.islice(d.eval_iter('test'), 1)
+  assert config.eval.metric in tasks.TASKS[config.task.name].metrics
+  if task == 'stsb':
+    assert d.label_names == [] and batch['label'].dtype == np.float32
+  else:
+    assert d.num_labels == (3 if task.startswith('mnli') else 2)
+  pair = len(config.data.text_keys) == 2
+  assert (batch['token_type_ids'].max() == 1) == pair
+  assert test['input_ids'].shape[0] == config.eval_batch_size
+
+
+def test_a_three_class_glue_task_trains_and_reports_its_metrics(cache, tmp_path):
+  config = load_config('glue', 'task=mnli,tiny')
+  config.num_train_steps = 2
+  config.eval.every_steps = 2
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    result = train.train_and_evaluate(config, tmp_path)
+  assert set(result['test']) == set(tasks.TASKS['classification'].metrics)
+  assert json.loads((tmp_path / 'hf_export' / 'config.json').read_text())['id2label'] == {
+      '0': 'entailment', '1': 'neutral', '2': 'contradiction'}

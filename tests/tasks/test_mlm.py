@@ -171,7 +171,7 @@ def test_bert_mlm_config_builds_data_and_task_that_train(fake_cache, tmp_path):
   config = _tiny_config(tmp_path)
   assert config.model.name == 'bert_mlm' and config.task.name == 'mlm'
   data = tasks.build_data(config, process_index=0, process_count=1)
-  task = tasks.build_task(config, data)
+  task = tasks.task_for(config, data)
   assert isinstance(task, MaskedLMTask) and data.steps_per_epoch is None
   batch = next(data.train_iter(0))
   assert set(batch) == KEYS and batch['input_ids'].shape == (8, 32)
@@ -220,5 +220,5 @@ def test_masked_lm_data_errors(fake_cache, tmp_path):
   config.model.vocab_size = 8
   data = tasks.build_data(config, process_index=0, process_count=1)
   with pytest.raises(UserError, match='vocab_size'):
-    tasks.build_task(config, data)
+    tasks.task_for(config, data)
   assert models.family(config.model).hf.export is not None

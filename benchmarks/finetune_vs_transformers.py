@@ -1,0 +1,199 @@
+"""A sequence classification or regression config fine-tuned side by side by llmjax and by
+transformers + PyTorch, on the same batches from the same pretrained weights.
+
+  python benchmarks/finetune_vs_transformers.py --config=configs/movie_rating.py:epochs=1
+  python benchmarks/finetune_vs_transformers.py --config=configs/bbc_news.py \
+      --llmjax_workdir=runs/bbc   # reuse a finished llmjax run of the same config
+
+The config's data is built once by llmjax (`llmjax.tasks.build_data`): both sides train on the
+batches of `train_iter()` (same order, same padding buckets, same tokenization) for the config's
+number of steps, are evaluated on `eval_iter('validation')` at the same steps (every
+`eval.every_steps` and at each epoch end), keep the checkpoint with the best validation
+`eval.metric` (ties go to the earlier step), and score it on the test split with the same metric code
+(`task.summarize`).
+
+llmjax side: the real training path, `llmjax.train.train_and_evaluate(config, workdir)`, or the
+`results.json` of a finished run of the same config with `--llmjax_workdir`.
+
+transformers side: `BertForSequenceClassification.from_pretrained` on the directory the config's
+`model.init_from` names (a fresh classifier head; `problem_type='regression'` with one output for the
+regression task), the config's dropout; torch AdamW with the config's lr, betas, eps and weight decay
+(none on biases and LayerNorm, as llmjax's `optim.no_decay`), the same warmup + decay schedule
+(LambdaLR over `llmjax.optim.learning_rate`), `clip_grad_norm_` at the same norm; the loss is mean
+cross-entropy (classification, with the config's label smoothing) or mean squared error
+(regression) over the real rows of a batch.
+
+Prints both runs' test metrics, their difference and wall times; `--out` writes them as JSON.
+"""
+
+import argparse
+import copy
+import importlib.util
+import json
+import pathlib
+import re
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # Run as a script from anywhere, without installing llmjax.
+  sys.path.insert(0, str(REPO))
+
+from llmjax import assets, models, optim, tasks, train  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--config', required=True, help='configs/FILE.py[:ARGS]')
+  p.add_argument('--llmjax_workdir', default='',
+                 help='a finished llmjax run of the same config: read its results.json')
+  p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
+  p.add_argument('--out', default='', help='also write the figures as JSON to this file')
+  return p.parse_args(argv)
+
+
+def load_config(spec: str):
+  path, _, arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('config', REPO / path
+                                                       if not pathlib.Path(path).is_absolute()
+                                                       else path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def eval_steps(config, steps_per_epoch: int, total: int) -> list[int]:
+  """The steps after which llmjax's loop evaluates (see llmjax.train)."""
+  every = config.eval.every_steps
+  return [s for s in range(1, total + 1)
+          if s % steps_per_epoch == 0 or s == total or (every and s % every == 0)]
+
+
+def improved(value, best, mode) -> bool:
+  return best is None or (value > best if mode == 'max' else value < best)
+
+
+def run_transformers(config, data, task, threads: int) -> dict:
+  """Trains and scores the transformers model as the module docstring says."""
+  import torch
+  import transformers
+
+  torch.manual_seed(config.seed)
+  torch.set_num_threads(threads)
+  regression = config.task.name == 'regression'
+  hf_dir = assets.resolve(config.model.init_from)
+  model = transformers.BertForSequenceClassification.from_pretrained(
+      hf_dir, num_labels=1 if regression else data.num_labels,
+      problem_type='regression' if regression else 'single_label_classification',
+      hidden_dropout_prob=config.model.hidden_dropout,
+      attention_probs_dropout_prob=config.model.attention_dropout)
+  no_decay = re.compile(config.optim.no_decay)
+  named = list(model.named_parameters())
+  # HF names end in .bias / LayerNorm.weight; llmjax's no_decay regex reads 'bias' and 'scale'.
+  decay = [p for n, p in named if not (n.endswith('bias') or 'LayerNorm' in n)]
+  rest = [p for n, p in named if n.endswith('bias') or 'LayerNorm' in n]
+  assert no_decay.search('x/bias') and no_decay.search('x/scale'), 'unexpected optim.no_decay'
+  opt = torch.optim.AdamW([{'params': decay, 'weight_decay': config.optim.weight_decay},
+                           {'params': rest, 'weight_decay': 0.0}],
+                          lr=config.optim.lr, betas=(config.optim.b1, config.optim.b2),
+                          eps=config.optim.eps)
+  steps_per_epoch = data.steps_per_epoch
+  total = config.num_train_steps if config.num_train_steps > 0 else (
+      config.num_epochs * steps_per_epoch)
+  schedule = optim.learning_rate(config.optim, total)
+  lr_lambda = lambda step: float(schedule(step)) / config.optim.lr  # noqa: E731
+  scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+
+  def forward(batch):
+    return model(input_ids=torch.as_tensor(batch['input_ids'], dtype=torch.long),
+                 token_type_ids=torch.as_tensor(batch['token_type_ids'], dtype=torch.long),
+                 attention_mask=torch.as_tensor(batch['attention_mask'], dtype=torch.long)).logits
+
+  def evaluate(split):
+    model.eval()
+    outputs = []
+    with torch.no_grad():
+      for batch in data.eval_iter(split):
+        logits = forward(batch)
+        weight = batch['weight']
+        if regression:
+          prediction = logits[:, 0].numpy()
+          loss = float(np.sum(np.square(prediction - batch['label']) * weight))
+        else:
+          prediction = logits.argmax(-1).numpy()
+          nll = torch.nn.functional.cross_entropy(
+              logits, torch.as_tensor(batch['label'], dtype=torch.long), reduction='none')
+          loss = float(np.sum(nll.numpy() * weight))
+        outputs.append({'loss': loss, 'weight': float(weight.sum()), 'prediction': prediction,
+                        'label': batch['label'], 'mask': weight})
+    model.train()
+    return task.summarize(outputs)
+
+  checks = set(eval_steps(config, steps_per_epoch, total))
+  best, best_step, best_state, evals = None, None, None, []
+  start = time.time()
+  model.train()
+  for step, batch in zip(range(total), data.train_iter()):
+    logits = forward(batch)
+    weight = torch.as_tensor(batch['weight'])
+    if regression:
+      per_row = torch.square(logits[:, 0] - torch.as_tensor(batch['label']))
+    else:
+      per_row = torch.nn.functional.cross_entropy(
+          logits, torch.as_tensor(batch['label'], dtype=torch.long), reduction='none',
+          label_smoothing=config.task.label_smoothing)
+    loss = (per_row * weight).sum() / weight.sum().clamp(min=1)
+    opt.zero_grad()
+    loss.backward()
+    if config.optim.clip_norm > 0:
+      torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_norm)
+    opt.step()
+    scheduler.step()
+    if step + 1 in checks:
+      metrics = evaluate('validation')
+      evals.append({'step': step + 1, **metrics})
+      print(f'transformers step {step + 1} validation {config.eval.metric} '
+            f'{metrics[config.eval.metric]:.4f} ({time.time() - start:.0f} s)', flush=True)
+      if improved(metrics[config.eval.metric], best, config.eval.mode):
+        best, best_step = metrics[config.eval.metric], step + 1
+        best_state = copy.deepcopy(model.state_dict())
+  model.load_state_dict(best_state)
+  test = evaluate('test')
+  return {'best_step': best_step, 'validation': evals, 'test': test,
+          'wall_time_s': time.time() - start}
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  config = load_config(args.config)
+  if config.task.name not in ('classification', 'regression'):
+    raise SystemExit(f'{args.config} is a {config.task.name} config: this script compares '
+                     'sequence classification and regression')
+  if args.llmjax_workdir:
+    ours = json.loads((pathlib.Path(args.llmjax_workdir) / 'results.json').read_text())
+  else:
+    with tempfile.TemporaryDirectory() as workdir:
+      ours = train.train_and_evaluate(config, workdir)
+  data = tasks.build_data(config, process_index=0, process_count=1)
+  models.resolve(config)
+  task = tasks.task_for(config, data)
+  theirs = run_transformers(config, data, task, args.threads)
+  metric = config.eval.metric
+  print(f'\n{args.config}: test metrics of the best checkpoint by validation {metric}')
+  print(f'{"metric":12s} {"llmjax":>10s} {"transformers":>13s} {"difference":>11s}')
+  for name in theirs['test']:
+    a, b = ours['test'][name], theirs['test'][name]
+    print(f'{name:12s} {a:10.4f} {b:13.4f} {a - b:+11.4f}')
+  print(f'{"best step":12s} {ours["best_step"]:10d} {theirs["best_step"]:13d}')
+  print(f'{"wall (s)":12s} {ours["wall_time_s"]:10.1f} {theirs["wall_time_s"]:13.1f}')
+  result = {'config': args.config, 'llmjax': ours, 'transformers': theirs}
+  if args.out:
+    pathlib.Path(args.out).write_text(json.dumps(result, indent=2, default=float))
+  return result
+
+
+if __name__ == '__main__':
+  main()
