@@ -107,3 +107,13 @@ def test_a_changed_label_set_is_refused_on_resume(fake_cache, tmp_path):
   with pytest.raises(UserError, match=r"trained with labels \['neg', 'pos'\], the data now gives "
                                       r"\['negative', 'pos'\]"):
     train.train_and_evaluate(config, tmp_path / 'run')
+
+
+def test_a_run_from_before_a_new_config_key_still_evaluates(classifier_run, tmp_path):
+  workdir, _ = classifier_run
+  saved = json.loads((workdir / 'config.json').read_text())
+  del saved['eval']['patience']  # As if llmjax had gained the key after the run.
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  config = train.run_config(tmp_path)
+  assert config.eval.patience == 0 and config.model.hidden_size == saved['model']['hidden_size']
+  assert list(config.data.label_names) == ['negative', 'positive']
