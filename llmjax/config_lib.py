@@ -17,6 +17,7 @@ import ml_collections
 
 from llmjax.errors import UserError
 from llmjax import models, tasks
+from llmjax.data import translation as translation_lib
 
 # Logical axis -> mesh axes (MaxText style). Changing the parallelism of a run is a change here.
 DEFAULT_LOGICAL_RULES = (
@@ -75,6 +76,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.buckets = (32, 64, 128)
   c.data.max_train_examples = -1
 
+  # sft (instruction tuning, llmjax.data.sft): how prompts and responses become token ids.
+  c.data.chat_template = 'instruction'  # A name in sft.TEMPLATES, or '...{prompt}...{response}'.
+  c.data.instruction = ''  # Phrases a tfds classification set: 'Is it positive?\n{sentence}'.
+  c.task.max_new_tokens = 32  # Greedy answers stop at EOS or after this many tokens.
+  c.task.eval_decode_examples = 256  # Answers generated per evaluation for exact_match; -1 = all.
+
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.kind = 'wordpiece'  # wordpiece | gpt2_bpe | sentencepiece
   # wordpiece: vocab.txt; gpt2_bpe: encoder.json (with `merges`); sentencepiece: the .model file.
@@ -95,6 +102,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.warmup_shape = 'linear'      # linear (from 0) | constant (at lr: T5's rsqrt).
   c.optim.clip_norm = 1.0              # Global gradient-norm clipping; 0 disables it.
   c.optim.grad_accum_steps = 1         # Microbatches per step; the batch is split into this many.
+  c.optim.freeze = ''                  # Regex of parameters that do not train ('' = none).
+
+  # LoRA (Hu et al. 2021, `llmjax.lora`): each matched weight W trains as W + alpha/rank * A B.
+  c.lora = ml_collections.ConfigDict()
+  c.lora.rank = 0                      # 0 = off; on, only the adapters and `trainable` train.
+  c.lora.alpha = 16.0                  # The adapters' scale is alpha / rank.
+  # Regex of the weights to adapt: the paper's q and v (BERT and T5 'attention', GPT 'attn').
+  c.lora.targets = r'(attention|attn)/(q|v)/kernel$'
+  c.lora.trainable = r'^classifier/'   # Regex of what trains fully besides: a new task head.
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # One size may be -1.
   c.logical_rules = DEFAULT_LOGICAL_RULES
@@ -104,6 +120,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.metric = 'accuracy'      # Validation metric for early stopping and the best checkpoint.
   c.eval.mode = 'max'
   c.eval.patience = 0             # Evaluations without improvement before stopping; 0 = never stop.
+  # translation: each evaluation also translates the split's sources by beam search and reports
+  # BLEU and chrF (sacrebleu) besides the loss. HF's semantics: score = log p / length**penalty.
+  c.eval.num_beams = 4
+  c.eval.length_penalty = 1.0
+  c.eval.max_decode_examples = -1  # Translate the first N pairs of a split; -1 = all, 0 = none.
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 200  # Also saved after every evaluation and at the end.
@@ -209,6 +230,32 @@ def tiny_run(c: ml_collections.ConfigDict, max_len: int = 32) -> None:
   c.log_every_steps = 2
 
 
+def token_classification(c: ml_collections.ConfigDict, arg: types.SimpleNamespace,
+                         dataset: str) -> None:
+  """What the token-classification configs share: all-MiniLM-L6-v2 with a fresh per-token classifier
+  on `dataset` (features 'tokens' and 'tags'), `arg.epochs` epochs of `arg.batch` sentences at lr
+  `arg.lr`, at most `arg.max_len` pieces; `arg.tiny`: a random two-layer BERT, in seconds."""
+  c.task.name = 'token_classification'
+  c.model.name = 'bert_token_classifier'
+  c.model.init_from = 'asset:all-MiniLM-L6-v2'
+  c.data.name = dataset
+  c.data.text_keys = ('tokens',)
+  c.data.label_key = 'tags'
+  c.data.max_len = arg.max_len
+  c.data.buckets = tuple(b for b in (32, 64) if b < arg.max_len) + (arg.max_len,)
+  c.num_epochs = arg.epochs
+  c.batch_size = arg.batch
+  c.eval_batch_size = 128
+  c.optim.lr = arg.lr
+  c.log_every_steps = 20
+  if arg.tiny:
+    c.model.init_from = ''
+    c.model.update(vocab_size=30522, hidden_size=32, num_layers=2, num_heads=4,
+                   intermediate_size=64, max_position_embeddings=64)
+    tiny_run(c, max_len=32)
+    c.optim.lr = 5e-3
+
+
 def _flatten(c, prefix=''):
   for k, v in c.items():
     if isinstance(v, ml_collections.ConfigDict):
@@ -254,10 +301,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   need(config.optim.schedule in ('linear', 'cosine', 'constant', 'rsqrt'), 'optim.schedule',
        'must be linear, cosine, constant or rsqrt')
   need(config.optim.clip_norm >= 0, 'optim.clip_norm', 'must be >= 0 (0 disables clipping)')
-  try:
-    re.compile(config.optim.no_decay)
-  except re.error as e:
-    raise UserError(f'config.optim.no_decay={config.optim.no_decay!r} is not a regex ({e})') from None
+  for key in ('optim.no_decay', 'optim.freeze', 'lora.targets', 'lora.trainable'):
+    try:
+      re.compile(get(key))
+    except re.error as e:
+      raise UserError(f'config.{key}={get(key)!r} is not a regex ({e})') from None
+  need(config.lora.rank >= 0, 'lora.rank', 'must be >= 0 (0 = no LoRA; 8 is common)')
+  need(config.lora.alpha > 0, 'lora.alpha', 'must be > 0 (the adapters are scaled by alpha / rank)')
   need(config.num_epochs > 0 or config.num_train_steps > 0, 'num_epochs',
        'must be > 0 (or set num_train_steps > 0)')
   for key in ('batch_size', 'eval_batch_size', 'optim.grad_accum_steps', 'log_every_steps',
@@ -278,9 +328,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   metrics = tasks.TASKS[config.task.name].metrics
   need(config.eval.metric in metrics, 'eval.metric',
        f'is not reported by task {config.task.name}: use one of {", ".join(metrics)}')
+  need(config.eval.num_beams >= 1, 'eval.num_beams', 'must be >= 1 (1 = greedy decoding)')
+  need(config.eval.max_decode_examples != 0 or config.eval.metric not in ('bleu', 'chrf'),
+       'eval.max_decode_examples', f'is 0, so nothing is translated to compute eval.metric='
+       f'{config.eval.metric!r} on: use -1 (all) or a count > 0')
   need(config.data.bad_rows in ('error', 'skip'), 'data.bad_rows', 'must be error or skip')
   need(not tasks.TASKS[config.task.name].sized_in_steps or config.num_train_steps > 0,
-       'num_train_steps', f'must be > 0 for {config.task.name}: packed text has no fixed epoch length')
+       'num_train_steps',
+       f'must be > 0 for {config.task.name}: packed text has no fixed epoch length')
   need(config.tokenizer.kind in ('wordpiece', 'gpt2_bpe', 'sentencepiece'), 'tokenizer.kind',
        'must be wordpiece, gpt2_bpe or sentencepiece')
   need(config.eval.patience >= 0, 'eval.patience', 'must be >= 0 (0 = no early stopping)')
@@ -291,7 +346,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
        f'must equal the last bucket {buckets[-1]}: set data.buckets to end at data.max_len')
   # Learned and sinusoidal position tables end at max_position_embeddings.
   tabled_positions = config.model.get('position', 'learned') in ('learned', 'sinusoidal')
-  translation = config.task.name == 'translation'
+  translation = config.task.name in translation_lib.PAIR_TASKS
   if tabled_positions and 'max_position_embeddings' in config.model:
     for key in ('data.max_len', 'data.target_max_len') if translation else ('data.max_len',):
       need(get(key) <= config.model.max_position_embeddings, key,

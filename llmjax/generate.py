@@ -22,13 +22,14 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from llmjax import decoding, tasks, train
+from llmjax import decoding, lora, tasks, train
 from llmjax.data import lm
 from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
 
 # Tasks whose model generates text, and whether it is an encoder-decoder.
-_GENERATIVE = {'causal_lm': False, 'span_corruption': True, 'translation': True}
+_GENERATIVE = {'causal_lm': False, 'span_corruption': True, 'translation': True,
+               'summarization': True}
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The run directory (config.json, checkpoints/).')
 _PROMPT = flags.DEFINE_multi_string('prompt', [], 'A prompt; repeat the flag for several.')
@@ -50,7 +51,7 @@ def load_params(workdir: pathlib.Path, step: int | None = None):
                     f'use a run of {", ".join(_GENERATIVE)}')
   task = tasks.task_for(config)
   params, _, _ = train.restore_params(task, config, workdir, step)
-  return config, task.model, params
+  return config, task.model, lora.merge(params, config)
 
 
 def generate_texts(workdir, prompts: list[str], *, max_new_tokens: int, temperature: float = 0.0,

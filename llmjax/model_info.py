@@ -10,8 +10,10 @@ attention's 12 * layers * length * width (QK^T and AV, forward and backward). An
 counts per (input + target) token: its encoder runs over `data.max_len` input tokens and its decoder
 over the task's target length (T5's 114 for 512 inputs), with self-, causal and cross-attention at
 their own lengths. The train state is the parameters plus the optimizer's state as `optim.make`
-builds it (AdamW: two moments; Adafactor: factored second moments); gradients add one more copy of
-the parameters while a step runs. Activations depend on the batch and on remat and are not counted.
+builds it (AdamW: two moments; Adafactor: factored second moments) for the parameters that train
+(all, unless `lora` or `optim.freeze` say otherwise; LoRA's adapters count as parameters); gradients
+add one more copy of the parameters while a step runs. Activations depend on the batch and on remat
+and are not counted.
 """
 
 import sys
@@ -23,8 +25,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from llmjax import models, optim, tasks
+from llmjax import lora, models, optim, tasks
 from llmjax.errors import UserError
+from llmjax.data import translation
 from llmjax.tasks import masking
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].')
@@ -64,11 +67,12 @@ def describe(config: ml_collections.ConfigDict) -> dict:
     head = m.vocab_size * m.hidden_size if m.get('tie_embeddings') else 0
     flops = 6 * (matmul() + head) + 12 * m.num_layers * config.data.max_len * m.hidden_size
   bytes_per_param = np.dtype(m.param_dtype).itemsize
-  tx = optim.make(config.optim, max(config.num_train_steps, 1))
+  tx = optim.make(config.optim, max(config.num_train_steps, 1), lora.trainable(config))
   opt_state = jax.eval_shape(tx.init, params)
   opt_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(opt_state))
   return {
       'params': total,
+      'trainable_params': lora.parameter_counts(params, config)[0],
       'params_by_module': by_module,
       'embedding_params': lookups,
       'train_flops_per_token': flops,
@@ -80,7 +84,7 @@ def describe(config: ml_collections.ConfigDict) -> dict:
 
 def _target_length(config: ml_collections.ConfigDict) -> int:
   """Target tokens per example of an encoder-decoder task (T5's for span corruption)."""
-  if config.task.name == 'translation':
+  if config.task.name in translation.PAIR_TASKS:
     return config.data.target_max_len
   return masking.span_corruption_lengths(
       config.data.max_len, noise_density=config.task.noise_density,
@@ -105,6 +109,8 @@ def main(argv):
   print(f'parameters          {info["params"]:,}  '
         + ', '.join(f'{k} {v:,}' for k, v in info['params_by_module'].items()))
   print(f'  in embeddings     {info["embedding_params"]:,}')
+  print(f'  trainable         {info["trainable_params"]:,} '
+        f'({100 * info["trainable_params"] / info["params"]:.2f}%)')
   print(f'train FLOPs/token   {_human(info["train_flops_per_token"], "FLOP")}')
   print(f'train state         {_human(info["train_state_bytes"], "B")} (params + '
         f'{_human(info["optimizer_state_bytes"], "B")} {config.optim.name} state), '

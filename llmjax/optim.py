@@ -2,7 +2,11 @@
 
 Which parameters get weight decay is chosen by a regex over '/'-joined parameter paths
 (`config.optim.no_decay`, by default biases and LayerNorm parameters, as in BERT), not by code.
-Gradient accumulation lives in the train step, so one optimizer update is one step.
+So is what trains: `config.optim.freeze` names parameters that do not, and `make`'s `trainable`
+(LoRA's adapters and head, `llmjax.lora.trainable`) narrows training to what it matches. Frozen
+parameters get no optimizer state (`optax.multi_transform` gives them `set_to_zero`), and gradient
+clipping sees only the trainable ones. Gradient accumulation lives in the train step, so one
+optimizer update is one step.
 """
 
 import re
@@ -11,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+
+from llmjax.errors import UserError
 
 
 def path_str(path) -> str:
@@ -22,6 +28,30 @@ def decay_mask(params, no_decay: str):
   """True for parameters that get weight decay: those whose path does not match `no_decay`."""
   pattern = re.compile(no_decay)
   return jax.tree_util.tree_map_with_path(lambda p, _: not pattern.search(path_str(p)), params)
+
+
+def trainable_mask(params, freeze: str = '', trainable: str = ''):
+  """True for parameters that train: those `trainable` matches ('' = all) and `freeze` does not."""
+  frozen = re.compile(freeze) if freeze else None
+  kept = re.compile(trainable) if trainable else None
+  paths = [path_str(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+  trains = [(kept is None or bool(kept.search(p))) and not (frozen and frozen.search(p))
+            for p in paths]
+  # (optax also calls this on a leafless placeholder to find the params in its state.)
+  if paths and frozen and not any(frozen.search(p) for p in paths):
+    raise UserError(f'config.optim.freeze={freeze!r} matches no parameter: match paths such as '
+                    f'{paths[0]!r}')
+  if paths and not any(trains):
+    raise UserError(f'nothing trains: config.optim.freeze={freeze!r} freezes every parameter '
+                    f'left trainable by {trainable or "the model"!r}: loosen the regex')
+  return jax.tree.unflatten(jax.tree.structure(params), trains)
+
+
+def stop_frozen_gradients(params, freeze: str = '', trainable: str = ''):
+  """`params` with the frozen ones behind `stop_gradient`: differentiating a loss of them then
+  skips the frozen weights' gradient computations, and their gradients are exact zeros."""
+  return jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params,
+                      trainable_mask(params, freeze, trainable))
 
 
 def learning_rate(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -47,10 +77,12 @@ def learning_rate(config: ml_collections.ConfigDict, total_steps: int) -> optax.
   return optax.join_schedules([ramp, after], [warmup])
 
 
-def make(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+def make(config: ml_collections.ConfigDict, total_steps: int,
+         trainable: str = '') -> optax.GradientTransformation:
   """AdamW (decoupled weight decay, Loshchilov & Hutter 2019) or Adafactor (Shazeer & Stern 2018,
   as T5 pre-trained: factored second moments, decay 0.8, update clipping at 1, steps scaled by the
-  parameter's RMS, no momentum), behind global-norm clipping."""
+  parameter's RMS, no momentum), behind global-norm clipping, for the parameters that train (see
+  `trainable_mask`); the others get zero updates and no state."""
   chain = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm > 0 else []
   schedule = learning_rate(config, total_steps)
   if config.name == 'adafactor':
@@ -62,4 +94,11 @@ def make(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientT
     chain.append(optax.adamw(
         schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay,
         mask=lambda params: decay_mask(params, config.no_decay)))
-  return optax.chain(*chain)
+  tx = optax.chain(*chain)
+  freeze = config.get('freeze', '')  # A run's config.json from before freezing has no such key.
+  if not (freeze or trainable):
+    return tx  # Everything trains: the state has no partition to carry.
+  return optax.multi_transform(
+      {'train': tx, 'frozen': optax.set_to_zero()},
+      lambda params: jax.tree.map(lambda t: 'train' if t else 'frozen',
+                                  trainable_mask(params, freeze, trainable)))

@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec
 
 from llmjax import checkpoint as checkpoint_lib
-from llmjax import config_lib, models, optim, sharding, tasks
+from llmjax import config_lib, lora, models, optim, sharding, tasks
 from llmjax import summary as summary_lib
 from llmjax.errors import UserError
 
@@ -55,9 +55,11 @@ def abstract_train_state(task, tx, mesh, config, rng):
   param_specs = nn.get_partition_spec(boxed)
   sharding.check_divisible(nn.unbox(boxed), param_specs, mesh, config)
   abstract = jax.eval_shape(init_state, rng)
+  # Frozen parameters are MaskedNodes (no state) in the trainable part of the optimizer's state.
   opt_specs = optax.tree_map_params(
-      tx, lambda _, spec: spec, abstract.opt_state, param_specs,
-      transform_non_params=lambda _: PartitionSpec(), is_leaf=lambda x: isinstance(x, PartitionSpec))
+      tx, lambda x, spec: x if isinstance(x, optax.MaskedNode) else spec, abstract.opt_state,
+      param_specs, transform_non_params=lambda _: PartitionSpec(),
+      is_leaf=lambda x: isinstance(x, (PartitionSpec, optax.MaskedNode)))
   specs = TrainState(step=PartitionSpec(), params=param_specs, opt_state=opt_specs)
   return _abstract(abstract, sharding.logical_to_sharding(specs, mesh, config))
 
@@ -104,6 +106,8 @@ def make_train_step(task, tx, config, mesh, state_shardings):
   dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
 
   def grads_and_sums(params, batch, rng):
+    # Frozen parameters get exact zero gradients, and XLA skips computing their weight gradients.
+    params = optim.stop_frozen_gradients(params, config.optim.freeze, lora.trainable(config))
     (_, sums), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, rng)
     return grads, sums
 
@@ -199,8 +203,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   else:
     total_steps = config.num_epochs * steps_per_epoch
   task = tasks.task_for(config, data)
-  tx = optim.make(config.optim, total_steps)
+  tx = optim.make(config.optim, total_steps, lora.trainable(config))
   state, state_shardings = create_train_state(task, tx, mesh, config, jax.random.key(config.seed))
+  trained, total = lora.parameter_counts(state.params, config)
+  logging.info('Training %s of %s parameters (%.2f%%).', f'{trained:,}', f'{total:,}',
+               100 * trained / total)
   checkpoints = checkpoint_lib.Checkpointer(workdir / 'checkpoints', keep=config.checkpoint.keep)
   meta = {'step': 0, 'best': None, 'best_step': None, 'bad_evals': 0, 'stopped_early': False,
           'epoch_loss': {}, 'evals': [], 'label_names': list(config.data.label_names)}
@@ -298,7 +305,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if unsupported:
     logging.warning('No Hugging Face export (the checkpoints hold the model): %s', unsupported)
   else:
-    params = state.params
+    params = lora.merge(state.params, config)  # Plain weights: W + alpha/rank * A B.
     if jax.process_count() > 1:
       params = multihost_utils.process_allgather(params, tiled=True)
     if is_main:
@@ -313,6 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       'validation': meta['evals'],
       'test': test_metrics,
       'wall_time_s': time.time() - start_time,  # Of this start; a resumed run counts from it.
+      'params': {'trainable': trained, 'total': total},
   }
   if is_main:
     (workdir / 'results.json').write_text(json.dumps(result, indent=2))
@@ -330,7 +338,8 @@ def restore_params(task, config: ml_collections.ConfigDict, workdir: str | pathl
   config.mesh.update(data=-1, fsdp=1, tensor=1)
   mesh = sharding.make_mesh(config, devices)
   # The optimizer only shapes the state to restore; its schedule does not matter here.
-  target = abstract_train_state(task, optim.make(config.optim, 1), mesh, config, jax.random.key(0))
+  target = abstract_train_state(task, optim.make(config.optim, 1, lora.trainable(config)), mesh,
+                                config, jax.random.key(0))
   checkpoints = checkpoint_lib.Checkpointer(pathlib.Path(workdir) / 'checkpoints',
                                             keep=config.checkpoint.keep)
   try:
@@ -354,7 +363,12 @@ def run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   path = pathlib.Path(workdir) / 'config.json'
   if not path.exists():
     raise UserError(f'{workdir} has no config.json: pass the --workdir of a training run')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  saved = json.loads(path.read_text())
+  # Over today's defaults: keys llmjax gained since the run was trained keep their default values.
+  config = config_lib.base_config()
+  config.model = models.model_config(saved['model']['name'])
+  config.update(saved)
+  return config
 
 
 def _restored(config, workdir, step):

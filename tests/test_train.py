@@ -212,4 +212,5 @@ def test_cli_reports_user_errors_in_one_line(fake_cache_dir, tmp_path):
        f'--workdir={tmp_path}'], capture_output=True, text=True, timeout=120)
   assert run.returncode == 2
   assert run.stderr.strip().splitlines() == [
-      "llmjax: error: unknown config argument 'epoch': choose from tiny, epochs, max_len, batch, lr"]
+      "llmjax: error: unknown config argument 'epoch': choose from tiny, epochs, max_len, batch, lr, "
+      'lora']

@@ -20,7 +20,7 @@ Everything runs in the training process (no grain worker processes); a backgroun
 prepares the next few batches while the accelerator works.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 import hashlib
 from typing import Any
 
@@ -90,24 +90,16 @@ class ClassificationData:
     """Returns the endless stream of this process's train batches, from global step start_step."""
     if start_step < 0:
       raise ValueError(f'start_step must be >= 0, got {start_step}')
-    ds = grain.MapDataset.source(self._splits['train'])
-    # Element s of the repeated dataset is global batch s: grain's batch keeps epochs apart
-    # (dropping each epoch's remainder) and its shuffle permutes epoch e with seed
-    # (order_seed + e), so the stream is a function of (seed, step) that can be sliced at any step.
-    ds = ds.shuffle(seed=self._order_seed)
-    ds = ds.batch(self._batch_size, drop_remainder=True, batch_fn=list).repeat()
-    ds = ds[start_step:].map(lambda examples: self._collate(examples, self._batch_size))
-    return iter(ds.to_iter_dataset(_read_options()))
+    return train_batches(self._splits['train'], self._batch_size, self._order_seed, start_step,
+                         lambda examples: self._collate(examples, self._batch_size))
 
   def eval_iter(self, split: str) -> Iterator[dict[str, np.ndarray]]:
     """Returns this process's batches of `split` in stored order; the last is padded (weight 0)."""
     if split not in self._splits:
       raise UserError(f'no split {split!r} is configured (have {sorted(self._splits)}): add it to '
                       'config.data.splits')
-    ds = grain.MapDataset.source(self._splits[split])
-    ds = ds.batch(self._eval_batch_size, drop_remainder=False, batch_fn=list)
-    ds = ds.map(lambda examples: self._collate(examples, self._eval_batch_size))
-    return iter(ds.to_iter_dataset(_read_options()))
+    return eval_batches(self._splits[split], self._eval_batch_size,
+                        lambda examples: self._collate(examples, self._eval_batch_size))
 
   def predict_iter(self, path) -> Iterator[tuple[dict[str, np.ndarray], list[dict]]]:
     """Batches of the inputs in `path` (JSON lines with the text fields, or one text per line
@@ -178,21 +170,7 @@ def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
           process_count: int = 1) -> ClassificationData:
   """Opens (preparing it on first use) the configured dataset and returns its batch iterators."""
   data = config.data
-  batch_size, eval_batch_size = int(config.batch_size), int(config.eval_batch_size)
-  for field, value in (('batch_size', batch_size), ('eval_batch_size', eval_batch_size)):
-    if value <= 0 or value % process_count:
-      fixed = max(process_count, value - value % process_count)
-      raise UserError(f'config.{field}={value} must be a positive multiple of the process count '
-                      f'{process_count}: pass e.g. --config.{field}={fixed}')
-  if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index={process_index} not in [0, {process_count})')
-  buckets = tuple(int(b) for b in data.buckets)
-  if not buckets or any(b <= 0 for b in buckets) or list(buckets) != sorted(set(buckets)):
-    raise UserError(f'config.data.buckets={buckets} must be increasing positive lengths: '
-                    'e.g. --config.data.buckets="(32, 64, 128)"')
-  if buckets[-1] != data.max_len:
-    raise UserError(f'config.data.max_len={data.max_len} must equal the largest bucket '
-                    f'{buckets[-1]}: set both to the same length')
+  batch_size, eval_batch_size, buckets = batching(config, process_index, process_count)
   text_keys = (data.text_keys,) if isinstance(data.text_keys, str) else tuple(data.text_keys)
   if len(text_keys) not in (1, 2):
     raise UserError(f'config.data.text_keys={text_keys} must name one text feature or two (a '
@@ -246,6 +224,28 @@ def _open_tfds(data, text_keys, split_specs, regression):
   return splits, label_names
 
 
+def batching(config: ml_collections.ConfigDict, process_index: int,
+             process_count: int) -> tuple[int, int, tuple[int, ...]]:
+  """(batch_size, eval_batch_size, buckets) of `config`, checked for this process (shared by the
+  classification and token-classification pipelines)."""
+  batch_size, eval_batch_size = int(config.batch_size), int(config.eval_batch_size)
+  for field, value in (('batch_size', batch_size), ('eval_batch_size', eval_batch_size)):
+    if value <= 0 or value % process_count:
+      fixed = max(process_count, value - value % process_count)
+      raise UserError(f'config.{field}={value} must be a positive multiple of the process count '
+                      f'{process_count}: pass e.g. --config.{field}={fixed}')
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index={process_index} not in [0, {process_count})')
+  buckets = tuple(int(b) for b in config.data.buckets)
+  if not buckets or any(b <= 0 for b in buckets) or list(buckets) != sorted(set(buckets)):
+    raise UserError(f'config.data.buckets={buckets} must be increasing positive lengths: '
+                    'e.g. --config.data.buckets="(32, 64, 128)"')
+  if buckets[-1] != config.data.max_len:
+    raise UserError(f'config.data.max_len={config.data.max_len} must equal the largest bucket '
+                    f'{buckets[-1]}: set both to the same length')
+  return batch_size, eval_batch_size, buckets
+
+
 class _Prefix:
   """The first n examples of a data source (config.data.max_train_examples)."""
 
@@ -260,6 +260,28 @@ class _Prefix:
     if not 0 <= index < self._n:
       raise IndexError(index)
     return self._source[index]
+
+
+def train_batches(examples: Sequence[Any], batch_size: int, order_seed: int, start_step: int,
+                  collate: Callable[[list], dict[str, np.ndarray]]
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """The endless stream of collate(global train batch s) for s >= start_step (shared by the
+  classification and token-classification pipelines)."""
+  # Element s of the repeated dataset is global batch s: grain's batch keeps epochs apart
+  # (dropping each epoch's remainder) and its shuffle permutes epoch e with seed
+  # (order_seed + e), so the stream is a function of (seed, step) that can be sliced at any step.
+  ds = grain.MapDataset.source(examples).shuffle(seed=order_seed)
+  ds = ds.batch(batch_size, drop_remainder=True, batch_fn=list).repeat()
+  return iter(ds[start_step:].map(collate).to_iter_dataset(_read_options()))
+
+
+def eval_batches(examples: Sequence[Any], batch_size: int,
+                 collate: Callable[[list], dict[str, np.ndarray]]
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """collate(batch) for the examples in stored order, batch_size at a time (the last one shorter:
+  collate pads it)."""
+  ds = grain.MapDataset.source(examples).batch(batch_size, drop_remainder=False, batch_fn=list)
+  return iter(ds.map(collate).to_iter_dataset(_read_options()))
 
 
 def _order_seed(seed: int) -> int:

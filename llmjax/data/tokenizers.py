@@ -197,7 +197,8 @@ def text_tokenizer(config: ml_collections.ConfigDict) -> TextTokenizer:
     if tok.vocab.startswith('spm:'):
       corpus, size, *kind = tok.vocab[len('spm:'):].split(':')
       # Trained on what the task reads: a translation's two sides share one vocabulary.
-      translation = config.get('task') and config.task.name == 'translation'
+      from llmjax.data import translation as translation_lib  # pylint: disable=g-import-not-at-top
+      translation = config.get('task') and config.task.name in translation_lib.PAIR_TASKS
       text_key = (','.join(config.data.text_keys) if translation
                   else config.data.get('text_key', 'text'))
       path = spm_train.train_cached(corpus, int(size), *kind, text_key=text_key,

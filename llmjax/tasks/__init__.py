@@ -8,7 +8,12 @@ can train and the metrics its evaluation reports:
   causal_lm        packed documents (`llmjax.data.lm.build`)
   mlm              BERT's masked-LM rows (`llmjax.data.lm.build_masked`)
   span_corruption  T5's packed (inputs, targets) pairs (`llmjax.data.lm.build_span_corruption`)
-  translation      the packed (source, target) pairs of a parallel corpus (`lm.build_translation`)
+  translation      a parallel corpus: packed (source, target) pairs to train on, one pair per row to
+                   evaluate by beam search, BLEU and chrF (`llmjax.data.translation`)
+  summarization    the same for (document, summary) pairs, reporting ROUGE-1/2/L too
+  token_classification  a tag per word, for NER and POS tagging (`llmjax.data.tagging`)
+  sft              instruction tuning of a decoder: prompt/response pairs in a chat template, loss
+                   on the responses, scored by generation (`llmjax.data.sft`)
 
 The training loop sees only the task interface described in `classification.py` and the data's
 `train_iter`, `eval_iter` and `steps_per_epoch`.
@@ -20,13 +25,17 @@ from typing import Any
 
 import ml_collections
 
-from llmjax import models
-from llmjax.data import lm, pipeline
+from llmjax import lora, models
+from llmjax.data import lm, pipeline, tagging, translation
+from llmjax.data import sft as sft_data
 from llmjax.errors import UserError
 from llmjax.tasks.causal_lm import CausalLMTask
 from llmjax.tasks.classification import ClassificationTask, RegressionTask
 from llmjax.tasks.mlm import MaskedLMTask
+from llmjax.tasks import seq2seq
 from llmjax.tasks.seq2seq import Seq2SeqTask
+from llmjax.tasks.sft import SFTTask, make as _sft_task
+from llmjax.tasks.token_classification import TokenClassificationTask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +69,12 @@ def _classifier(config, data):
                             config.task.label_smoothing)
 
 
+def _tagger(config, data):
+  names = _label_names(config, data)
+  return TokenClassificationTask(models.build(config.model, len(names)), names,
+                                 config.task.label_smoothing)
+
+
 def _regressor(config, data):
   del data
   return RegressionTask(models.build(config.model, 1))
@@ -84,6 +99,10 @@ TASKS = {
     'regression': TaskSpec(
         lambda config, **kw: pipeline.build(config, **kw), _regressor, ('bert_classifier',),
         RegressionTask.METRICS),
+    # NER, POS tagging: a tag per word (`llmjax.data.tagging`).
+    'token_classification': TaskSpec(
+        lambda config, **kw: tagging.build(config, **kw), _tagger, ('bert_token_classifier',),
+        TokenClassificationTask.METRICS),
     'causal_lm': TaskSpec(lambda config, **kw: lm.build(config, **kw), _lm_task(CausalLMTask),
                           ('gpt',), _LM_METRICS, sized_in_steps=True),
     'mlm': TaskSpec(lambda config, **kw: lm.build_masked(config, **kw), _lm_task(MaskedLMTask),
@@ -91,9 +110,16 @@ TASKS = {
     'span_corruption': TaskSpec(lambda config, **kw: lm.build_span_corruption(config, **kw),
                                 _lm_task(Seq2SeqTask), ('t5',), _LM_METRICS,
                             sized_in_steps=True),
-    'translation': TaskSpec(lambda config, **kw: lm.build_translation(config, **kw),
-                            _lm_task(Seq2SeqTask), ('t5',), _LM_METRICS,
+    # Packed pairs to train on; evaluation also translates by beam search (BLEU, chrF).
+    'translation': TaskSpec(lambda config, **kw: translation.build(config, **kw),
+                            seq2seq.translation_task, ('t5',), seq2seq.TranslationTask.METRICS,
                             sized_in_steps=True),
+    'summarization': TaskSpec(lambda config, **kw: translation.build(config, **kw),
+                            seq2seq.translation_task, ('t5',), seq2seq.TranslationTask.METRICS,
+                            sized_in_steps=True),
+    # Instruction tuning: prompt/response conversations, loss on responses (`llmjax.data.sft`).
+    'sft': TaskSpec(lambda config, **kw: sft_data.build(config, **kw), _sft_task, ('gpt',),
+                    SFTTask.METRICS, sized_in_steps=True),
 }
 
 
@@ -115,4 +141,4 @@ def task_for(config: ml_collections.ConfigDict, data=None):
   if config.model.name not in families:
     raise UserError(f'config.task.name={config.task.name!r} trains {" or ".join(families)} models, '
                     f'not config.model.name={config.model.name!r}: change one of them')
-  return spec(config).task(config, data)
+  return lora.wrap(spec(config).task(config, data), config)

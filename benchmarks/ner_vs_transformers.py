@@ -1,0 +1,127 @@
+"""A token-classification config (NER, POS tagging) fine-tuned side by side by llmjax and by
+transformers + PyTorch, on the same batches from the same pretrained weights.
+
+  python benchmarks/ner_vs_transformers.py --config=configs/ner_wnut16.py
+  python benchmarks/ner_vs_transformers.py --config=configs/ner_wnut16.py:seed=1 \
+      --llmjax_workdir=runs/ner1   # reuse a finished llmjax run of the same config
+
+The companion of `finetune_vs_transformers.py` (sequence classification), with its command line,
+config loading, evaluation steps and choice of the best checkpoint. The config's data is built once
+by llmjax (`llmjax.data.tagging`: each word's tag on its first WordPiece): both sides train on the
+batches of `train_iter()` for the config's number of steps, are evaluated on
+`eval_iter('validation')` at the same steps, keep the checkpoint with the best validation
+`eval.metric` (ties go to the earlier step) and score it on the test split with the same metric code
+(`TokenClassificationTask.summarize`: seqeval's entity precision/recall/F1, word accuracy).
+
+transformers side: `BertForTokenClassification.from_pretrained` on the directory the config's
+`model.init_from` names (the encoder without its pooler, a fresh classifier of HF's initialisation),
+the config's dropout, in training mode; its own loss (mean cross-entropy over the tagged first
+pieces; the other positions get label -100); torch AdamW with the config's lr, betas, eps and weight
+decay (none on biases and LayerNorm), the same warmup + decay (LambdaLR over
+`llmjax.optim.learning_rate`) and `clip_grad_norm_` at the same norm.
+
+Prints both runs' test metrics, their difference and wall times; `--out` writes them as JSON.
+"""
+
+import copy
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, without installing.
+  if str(path) not in sys.path:
+    sys.path.insert(0, str(path))
+
+import finetune_vs_transformers as finetune  # noqa: E402
+from llmjax import assets, models, optim, tasks  # noqa: E402
+
+
+def run_transformers(config, data, task, threads: int) -> dict:
+  """Trains and scores the transformers model as the module docstring says."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+
+  torch.manual_seed(config.seed)
+  torch.set_num_threads(threads)
+  names = data.label_names
+  model = transformers.BertForTokenClassification.from_pretrained(
+      assets.resolve(config.model.init_from), num_labels=len(names),
+      id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+      hidden_dropout_prob=config.model.hidden_dropout,
+      attention_probs_dropout_prob=config.model.attention_dropout)
+  named = list(model.named_parameters())
+  no_decay = [p for n, p in named if n.endswith('bias') or 'LayerNorm' in n]
+  decay = [p for n, p in named if not (n.endswith('bias') or 'LayerNorm' in n)]
+  o = config.optim
+  opt = torch.optim.AdamW([{'params': decay, 'weight_decay': o.weight_decay},
+                           {'params': no_decay, 'weight_decay': 0.0}],
+                          lr=o.lr, betas=(o.b1, o.b2), eps=o.eps)
+  total = config.num_train_steps if config.num_train_steps > 0 else (
+      config.num_epochs * data.steps_per_epoch)
+  schedule = optim.learning_rate(o, total)
+  scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: float(schedule(s)) / o.lr)
+
+  def inputs(batch):
+    return {k: torch.as_tensor(batch[k], dtype=torch.long)
+            for k in ('input_ids', 'token_type_ids', 'attention_mask')}
+
+  def evaluate(split):
+    model.eval()
+    outputs = []
+    with torch.no_grad():
+      for batch in data.eval_iter(split):
+        logits = model(**inputs(batch)).logits
+        nll = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), torch.as_tensor(batch['labels'], dtype=torch.long),
+            reduction='none').numpy()
+        outputs.append({'loss': float(np.sum(nll * batch['weights'])),
+                        'weight': float(batch['weights'].sum()),
+                        'prediction': logits.argmax(-1).numpy(), 'label': batch['labels'],
+                        'mask': batch['weights']})
+    model.train()
+    return task.summarize(outputs)
+
+  checks = set(finetune.eval_steps(config, data.steps_per_epoch, total))
+  best, best_step, best_state, evals = None, None, None, []
+  start = time.time()
+  model.train()
+  for step, batch in zip(range(total), data.train_iter()):
+    labels = np.where(batch['weights'] > 0, batch['labels'], -100)
+    loss = model(**inputs(batch), labels=torch.as_tensor(labels, dtype=torch.long)).loss
+    opt.zero_grad()
+    loss.backward()
+    if o.clip_norm > 0:
+      torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_norm)
+    opt.step()
+    scheduler.step()
+    if step + 1 in checks:
+      metrics = evaluate('validation')
+      evals.append({'step': step + 1, **metrics})
+      print(f'transformers step {step + 1} validation {config.eval.metric} '
+            f'{metrics[config.eval.metric]:.4f} ({time.time() - start:.0f} s)', flush=True)
+      if finetune.improved(metrics[config.eval.metric], best, config.eval.mode):
+        best, best_step = metrics[config.eval.metric], step + 1
+        best_state = copy.deepcopy(model.state_dict())
+  model.load_state_dict(best_state)
+  return {'best_step': best_step, 'validation': evals, 'test': evaluate('test'),
+          'wall_time_s': time.time() - start}
+
+
+def main(argv=None) -> dict:
+  args = finetune.parse_args(argv)
+  config = finetune.load_config(args.config)
+  if config.task.name != 'token_classification':
+    raise SystemExit(f'{args.config} is a {config.task.name} config: this script compares token '
+                     'classification (finetune_vs_transformers.py the sequence tasks)')
+  ours = finetune.llmjax_results(config, args.llmjax_workdir)
+  data = tasks.build_data(config, process_index=0, process_count=1)
+  models.resolve(config)
+  theirs = run_transformers(config, data, tasks.task_for(config, data), args.threads)
+  return finetune.report(args.config, config, ours, theirs, args.out)
+
+
+if __name__ == '__main__':
+  main()

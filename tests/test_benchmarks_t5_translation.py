@@ -1,0 +1,76 @@
+"""benchmarks/t5_translation_vs_transformers.py end to end on a tiny shape and the fake Bible: both
+frameworks train on the same batches, translate the test books by beam search and print BLEU and
+chrF (timings and the size of the gap are not checked: 3 steps teach nothing)."""
+
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+pytest.importorskip('torch')
+pytest.importorskip('transformers')
+
+TINY = ['--steps=3', '--layers=1', '--width=32', '--vocab=64', '--max_len=32', '--batch=8',
+        '--beams=2', '--test_examples=12']
+
+
+def _benchmark_module():
+  # benchmarks/ is not a package: load the script by path, as `python benchmarks/...` would run it.
+  spec = importlib.util.spec_from_file_location(
+      't5_translation_vs_transformers', REPO / 'benchmarks' / 't5_translation_vs_transformers.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_both_frameworks_train_translate_and_print_bleu(fake_cache, tmp_path, capsys):
+  bench = _benchmark_module()
+  out = tmp_path / 'figures.json'
+  figures = bench.main([*TINY, f'--out={out}'])
+  printed = capsys.readouterr().out
+  assert figures['test_pairs_translated'] == 12
+  for side in ('llmjax', 'transformers'):
+    r = figures[side]
+    assert 0 <= r['bleu'] <= 100 and 0 <= r['chrf'] <= 100 and math.isfinite(r['test_loss'])
+    assert f'{r["bleu"]:.2f}' in printed and f'{r["test_loss"]:.4f}' in printed
+    # 3 steps from a random start: both still near log(vocab), the same teacher-forced task.
+    assert abs(r['test_loss'] - math.log(64)) < 1.0
+  assert 'BLEU relative difference' in printed
+  assert json.loads(out.read_text())['llmjax'] == pytest.approx(figures['llmjax'])
+
+
+def test_unpacking_gives_back_every_packed_pair(fake_cache):
+  bench = _benchmark_module()
+  config = bench.load_config(bench.parse_args(TINY))
+  train_batches, _, _ = bench.load_batches(config)
+  batch = train_batches[0]
+  pairs = bench.unpack(batch)
+  assert len(pairs) == sum(int(s.max()) for s in batch['target_segment_ids'])
+  np.testing.assert_array_equal(np.concatenate([p[2] for p in pairs]),
+                                batch['targets'][batch['weights'] > 0])
+  for source, decoder_inputs, targets in pairs:
+    assert decoder_inputs[0] == 0 and (decoder_inputs[1:] == targets[:-1]).all()
+    assert source[-1] == targets[-1] == 1  # both sides end in EOS
+
+
+def test_hf_optimizer_mirrors_llmjax_decay_mask_and_schedule(fake_cache):
+  bench = _benchmark_module()
+  config = bench.load_config(bench.parse_args([*TINY, '--steps=20']))
+  model = bench.build_hf_model(config, 0)
+  opt, sched = bench.hf_optimizer(model, config)
+  decay, no_decay = opt.param_groups
+  names = {id(p): n for n, p in model.named_parameters()}
+  assert sorted(names[id(p)] for p in no_decay['params']) == sorted(
+      n for n in names.values() if n.endswith('layer_norm.weight'))
+  assert 'shared.weight' in {names[id(p)] for p in decay['params']}
+  lrs = []
+  for _ in range(20):
+    lrs.append(opt.param_groups[0]['lr'])
+    opt.step()
+    sched.step()
+  expected = bench.optim.learning_rate(config.optim, 20)(np.arange(20))
+  np.testing.assert_allclose(lrs, expected, rtol=1e-6, atol=1e-9)
