@@ -494,3 +494,30 @@ def make_fake_labelled_data(cache_dir: pathlib.Path, seed: int = 0) -> None:
   _write_asset(cache_dir, 'bbc-news', fake_bbc_files(seed))
   _write_asset(cache_dir, 'wnut16', {WNUT_FILE: b'\n'.join(fake_wnut_lines(seed=seed)) + b'\n'})
   _write_asset(cache_dir, 'oanc-pos', {OANC_FILE: b'\n'.join(fake_oanc_lines(seed=seed))})
+
+
+def tiny_pretrained_config(tmp_path: pathlib.Path, config_path: pathlib.Path,
+                           extra: str = '') -> pathlib.Path:
+  """A config file for the side-by-side benchmarks: `config_path`'s tiny variant, initialised from
+  a random tiny transformers BERT saved in tmp_path/hf, 4 steps evaluated at 2 and 4; `extra` is
+  more config-body lines (two-space indented, on `c`)."""
+  import torch  # pylint: disable=g-import-not-at-top  (test-only extra)
+  import transformers  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  transformers.BertModel(transformers.BertConfig(
+      vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+      intermediate_size=64, max_position_embeddings=64)).save_pretrained(tmp_path / 'hf')
+  config_file = tmp_path / 'tiny.py'
+  config_file.write_text(
+      'import importlib.util\n'
+      f'spec = importlib.util.spec_from_file_location("c", "{config_path}")\n'
+      'module = importlib.util.module_from_spec(spec)\n'
+      'spec.loader.exec_module(module)\n'
+      'def get_config(arg=None):\n'
+      '  c = module.get_config("tiny")\n'
+      f'  c.model.init_from = "{tmp_path / "hf"}"\n'
+      '  c.num_train_steps = 4\n'
+      '  c.eval.every_steps = 2\n'
+      f'{extra}'
+      '  return c\n')
+  return config_file

@@ -8,10 +8,11 @@ import math
 
 import pytest
 
+import fakes
 from conftest import REPO
 
-torch = pytest.importorskip('torch')
-transformers = pytest.importorskip('transformers')
+pytest.importorskip('torch')
+pytest.importorskip('transformers')
 
 
 def _benchmark_module():
@@ -24,24 +25,9 @@ def _benchmark_module():
 
 @pytest.mark.parametrize('task', ['classification', 'regression'])
 def test_both_frameworks_fine_tune_and_report_the_same_metrics(fake_cache, tmp_path, capsys, task):
-  torch.manual_seed(0)
-  transformers.BertModel(transformers.BertConfig(
-      vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-      intermediate_size=64, max_position_embeddings=64)).save_pretrained(tmp_path / 'hf')
-  config_file = tmp_path / 'tiny.py'
-  config_file.write_text(
-      'import importlib.util\n'
-      f'spec = importlib.util.spec_from_file_location("c", "{REPO}/configs/movie_rating.py")\n'
-      'module = importlib.util.module_from_spec(spec)\n'
-      'spec.loader.exec_module(module)\n'
-      'def get_config(arg=None):\n'
-      '  c = module.get_config("tiny")\n'
-      f'  c.model.init_from = "{tmp_path / "hf"}"\n'
-      '  c.num_train_steps = 4\n'
-      '  c.eval.every_steps = 2\n'
-      f'  if {task == "classification"}:\n'
-      '    c.task.name, c.data.label_key, c.eval.metric = "classification", "label", "f1"\n'
-      '  return c\n')
+  extra = ('  c.task.name, c.data.label_key, c.eval.metric = "classification", "label", "f1"\n'
+           if task == 'classification' else '')
+  config_file = fakes.tiny_pretrained_config(tmp_path, REPO / 'configs' / 'movie_rating.py', extra)
   out = tmp_path / 'figures.json'
   figures = _benchmark_module().main([f'--config={config_file}', f'--out={out}'])
   printed = capsys.readouterr().out
