@@ -37,6 +37,10 @@ def base_config() -> ml_collections.ConfigDict:
   """Every key llmjax reads, with its default. Experiment configs change values, never add keys."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # The PRNG of dropout masks (jax.random key impls). threefry2x32 is portable and the same on any
+  # mesh; rbg / unsafe_rbg use XLA's RngBitGenerator, much cheaper on CPU and GPU (MaxText's
+  # default), with masks that depend on the backend and sharding.
+  c.rng_impl = 'threefry2x32'
   c.num_epochs = 3
   c.num_train_steps = -1          # > 0 stops after this many steps (overrides num_epochs).
   c.batch_size = 32               # Global batch, split over the data-parallel devices.
@@ -324,6 +328,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     need(config.model.hidden_size % config.model.num_heads == 0, 'model.num_heads',
          f'must divide model.hidden_size={config.model.hidden_size}')
   need(config.eval.mode in ('max', 'min'), 'eval.mode', 'must be max or min')
+  need(config.rng_impl in ('threefry2x32', 'rbg', 'unsafe_rbg'), 'rng_impl',
+       'must be threefry2x32, rbg or unsafe_rbg')
   need(0 <= config.task.label_smoothing < 1, 'task.label_smoothing', 'must be in [0, 1)')
   metrics = tasks.TASKS[config.task.name].metrics
   need(config.eval.metric in metrics, 'eval.metric',

@@ -30,9 +30,6 @@ from llmjax.errors import UserError
 from llmjax.data import translation
 from llmjax.tasks import masking
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].')
-
-
 def describe(config: ml_collections.ConfigDict) -> dict:
   """Counts for `config.model` at sequence length `config.data.max_len` (the data is not opened: a
   classifier has the classes of `config.data.label_names`, two when it is empty)."""
@@ -47,25 +44,11 @@ def describe(config: ml_collections.ConfigDict) -> dict:
   by_module = {}
   for p, size in leaves:
     by_module[p.split('/')[0]] = by_module.get(p.split('/')[0], 0) + size
-
-  def matmul(prefix=''):
-    return sum(size for p, size in leaves if p.endswith('kernel') and p.startswith(prefix))
-
   if m.name == 't5':
-    # Per example: the encoder's weights act on every input token, the decoder's and the head's on
-    # every target token; attention on its query x key pairs (self, causal self, cross).
     inputs, targets = config.data.max_len, _target_length(config)
-    width = m.num_heads * m.d_kv
-    head = m.vocab_size * m.d_model if m.tie_word_embeddings else 0
-    decoder_layers = m.num_decoder_layers or m.num_layers
-    per_example = (6 * (matmul('encoder/') * inputs + (matmul('decoder/') + matmul('lm_head')
-                                                       + head) * targets)
-                   + 12 * width * (m.num_layers * inputs ** 2
-                                   + decoder_layers * (targets ** 2 + targets * inputs)))
-    flops = per_example / (inputs + targets)
+    flops = train_flops(config, params, inputs, targets) / (inputs + targets)
   else:
-    head = m.vocab_size * m.hidden_size if m.get('tie_embeddings') else 0
-    flops = 6 * (matmul() + head) + 12 * m.num_layers * config.data.max_len * m.hidden_size
+    flops = train_flops(config, params, config.data.max_len) / config.data.max_len
   bytes_per_param = np.dtype(m.param_dtype).itemsize
   tx = optim.make(config.optim, max(config.num_train_steps, 1), lora.trainable(config))
   opt_state = jax.eval_shape(tx.init, params)
@@ -82,6 +65,41 @@ def describe(config: ml_collections.ConfigDict) -> dict:
   }
 
 
+def train_flops(config: ml_collections.ConfigDict, params, inputs: int, targets: int = 0) -> float:
+  """Training FLOPs of one example of `inputs` tokens (and, for an encoder-decoder, `targets` decoder
+  tokens): 6 per weight of each matrix multiply per token it acts on, plus attention's QK^T and AV
+  (12 * query x key pairs * width per layer, forward and backward; causal attention counted whole, as
+  MaxText and the PaLM paper count it). `params` may be abstract (ShapeDtypeStructs)."""
+  leaves = [(optim.path_str(p), x.size) for p, x in jax.tree_util.tree_leaves_with_path(params)]
+
+  def matmul(prefix=''):
+    return sum(size for p, size in leaves if p.endswith('kernel') and p.startswith(prefix))
+
+  m = config.model
+  if m.name == 't5':
+    # The encoder's weights act on every input token, the decoder's and the head's on every target
+    # token; attention on its query x key pairs (self, causal self, cross).
+    width = m.num_heads * m.d_kv
+    head = m.vocab_size * m.d_model if m.tie_word_embeddings else 0
+    decoder_layers = m.num_decoder_layers or m.num_layers
+    return (6 * (matmul('encoder/') * inputs + (matmul('decoder/') + matmul('lm_head') + head)
+                 * targets)
+            + 12 * width * (m.num_layers * inputs ** 2
+                            + decoder_layers * (targets ** 2 + targets * inputs)))
+  # BERT's masked-LM decoder is always tied to its word embeddings; GPT's when tie_embeddings.
+  tied = m.get('tie_embeddings') or m.name == 'bert_mlm'
+  head = m.vocab_size * m.hidden_size if tied else 0
+  return (6 * (matmul() + head) + 12 * m.num_layers * inputs * m.hidden_size) * inputs
+
+
+def batch_shape(batch: dict) -> tuple[int, int, int]:
+  """(rows, positions the encoder or decoder computes, decoder positions of an encoder-decoder) of a
+  task's batch: the shape the model runs on, padding included."""
+  inputs = batch['input_ids'] if 'input_ids' in batch else batch['inputs']
+  targets = batch['targets'].shape[1] if 'decoder_inputs' in batch else 0
+  return inputs.shape[0], inputs.shape[1], targets
+
+
 def _target_length(config: ml_collections.ConfigDict) -> int:
   """Target tokens per example of an encoder-decoder task (T5's for span corruption)."""
   if config.task.name in translation.PAIR_TASKS:
@@ -91,7 +109,7 @@ def _target_length(config: ml_collections.ConfigDict) -> int:
       mean_noise_span_length=config.task.mean_noise_span_length)[1]
 
 
-def _human(n: float, unit: str = '') -> str:
+def human(n: float, unit: str = '') -> str:
   for scale, suffix in ((1e12, 'T'), (1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
     if abs(n) >= scale:
       return f'{n / scale:.2f} {suffix}{unit}'
@@ -100,7 +118,7 @@ def _human(n: float, unit: str = '') -> str:
 
 def main(argv):
   del argv
-  config = _CONFIG.value
+  config = flags.FLAGS.config
   try:
     info = describe(config)
   except UserError as e:
@@ -111,13 +129,15 @@ def main(argv):
   print(f'  in embeddings     {info["embedding_params"]:,}')
   print(f'  trainable         {info["trainable_params"]:,} '
         f'({100 * info["trainable_params"] / info["params"]:.2f}%)')
-  print(f'train FLOPs/token   {_human(info["train_flops_per_token"], "FLOP")}')
-  print(f'train state         {_human(info["train_state_bytes"], "B")} (params + '
-        f'{_human(info["optimizer_state_bytes"], "B")} {config.optim.name} state), '
-        f'+ {_human(info["gradient_bytes"], "B")} gradients during a step; activations '
+  print(f'train FLOPs/token   {human(info["train_flops_per_token"], "FLOP")}')
+  print(f'train state         {human(info["train_state_bytes"], "B")} (params + '
+        f'{human(info["optimizer_state_bytes"], "B")} {config.optim.name} state), '
+        f'+ {human(info["gradient_bytes"], "B")} gradients during a step; activations '
         'not counted')
 
 
 if __name__ == '__main__':
+  # Defined here, not on import: llmjax.bench imports this module and has its own --config.
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].')
   flags.mark_flags_as_required(['config'])
   app.run(main)

@@ -44,17 +44,20 @@ class Progress:
   def restart_clock(self) -> None:
     self._time = time.time()
 
-  def update(self, step: int, tokens: int) -> dict[str, float]:
+  def update(self, step: int, tokens: int, flops: float) -> dict[str, float]:
+    """Rates since the last update: `tokens` real (non-padding) tokens and `flops` model FLOPs
+    (llmjax.model_info.train_flops of the batches' shapes, padding included) were trained."""
     now = time.time()
     seconds = max(now - self._time, 1e-9)
     steps = max(step - self._step, 1)
     self._step, self._time = step, now
     return {'steps_per_s': steps / seconds, 'tokens_per_s': tokens / seconds,
-            'eta_s': (self.total_steps - step) * seconds / steps}
+            'flops_per_s': flops / seconds, 'eta_s': (self.total_steps - step) * seconds / steps}
 
   def line(self, step: int, s: dict[str, float]) -> str:
     return (f'step {step}/{self.total_steps} | loss {s["loss"]:.4f} | lr {s["learning_rate"]:.2e} | '
-            f'{s["tokens_per_s"]:,.0f} tok/s | ETA {_duration(s["eta_s"])}')
+            f'{s["tokens_per_s"]:,.0f} tok/s | {s["flops_per_s"] / 1e9:,.1f} GFLOP/s | '
+            f'ETA {_duration(s["eta_s"])}')
 
 
 def _duration(seconds: float) -> str:

@@ -8,6 +8,7 @@ finally scored on the test split.
 """
 
 import copy
+import functools
 import json
 import pathlib
 import time
@@ -25,7 +26,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec
 
 from llmjax import checkpoint as checkpoint_lib
-from llmjax import config_lib, lora, models, optim, sharding, tasks
+from llmjax import config_lib, lora, model_info, models, optim, sharding, tasks
 from llmjax import summary as summary_lib
 from llmjax.errors import UserError
 
@@ -103,7 +104,7 @@ def load_pretrained(params, pretrained: dict) -> Any:
 def make_train_step(task, tx, config, mesh, state_shardings):
   accum = config.optim.grad_accum_steps
   batch_sharding = sharding.batch_sharding(mesh, config)
-  dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+  dropout_key = jax.random.fold_in(jax.random.key(config.seed, impl=config.rng_impl), 1)
 
   def grads_and_sums(params, batch, rng):
     # Frozen parameters get exact zero gradients, and XLA skips computing their weight gradients.
@@ -157,12 +158,29 @@ def _abstract(state, shardings):
                       state, shardings)
 
 
-def _record_labels(config, data) -> None:
-  """Writes the classes the data names (discovered in a user's files, or a ClassLabel's) into the
-  config, so config.json, the checkpoints and the exported model all carry them."""
+def prepare(config: ml_collections.ConfigDict, num_devices: int):
+  """(config, data): a private copy of `config` completed from its data and model, and the data.
+
+  The classes the data names (discovered in a user's files, or a ClassLabel's) are written into the
+  config, so config.json, the checkpoints and the exported model all carry them; a pretrained
+  model's architecture comes from its own config.json."""
+  config = ml_collections.ConfigDict(config.to_dict())  # A private, unlocked copy.
+  config_lib.validate(config, num_devices)
+  data = tasks.build_data(config, process_index=jax.process_index(),
+                          process_count=jax.process_count())
   names = getattr(data, 'label_names', None)
   if names:
     config.data.label_names = tuple(names)
+  models.resolve(config)
+  config_lib.validate(config, num_devices)
+  return config, data
+
+
+def total_steps(config: ml_collections.ConfigDict, data) -> int:
+  """The run's length: `num_train_steps`, else epochs of the data (packed text is sized in steps)."""
+  if config.num_train_steps > 0:
+    return config.num_train_steps
+  return config.num_epochs * data.steps_per_epoch
 
 
 def _check_labels(meta: dict, config, directory) -> None:
@@ -183,14 +201,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   """Runs (or resumes) the experiment `config` in `workdir`; returns the final summary."""
   start_time = time.time()
   workdir = pathlib.Path(workdir)
-  config = ml_collections.ConfigDict(config.to_dict())  # A private, unlocked copy.
   devices = list(jax.devices() if devices is None else devices)
-  config_lib.validate(config, len(devices))
-  data = tasks.build_data(config, process_index=jax.process_index(),
-                          process_count=jax.process_count())
-  _record_labels(config, data)
-  models.resolve(config)  # A pretrained model's architecture comes from its own config.json.
-  config_lib.validate(config, len(devices))
+  config, data = prepare(config, len(devices))
   is_main = jax.process_index() == 0
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -198,12 +210,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   mesh = sharding.make_mesh(config, devices)
   steps_per_epoch = data.steps_per_epoch  # None for packed text: the run is sized in steps.
-  if config.num_train_steps > 0:
-    total_steps = config.num_train_steps
-  else:
-    total_steps = config.num_epochs * steps_per_epoch
+  num_steps = total_steps(config, data)
   task = tasks.task_for(config, data)
-  tx = optim.make(config.optim, total_steps, lora.trainable(config))
+  tx = optim.make(config.optim, num_steps, lora.trainable(config))
   state, state_shardings = create_train_state(task, tx, mesh, config, jax.random.key(config.seed))
   trained, total = lora.parameter_counts(state.params, config)
   logging.info('Training %s of %s parameters (%.2f%%).', f'{trained:,}', f'{total:,}',
@@ -225,8 +234,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     train_step = make_train_step(task, tx, config, mesh, state_shardings)
     eval_step = make_eval_step(task, mesh, config, state_shardings.params)
-    schedule = optim.learning_rate(config.optim, total_steps)
-    progress = summary_lib.Progress(total_steps, start_step=meta['step'])
+    schedule = optim.learning_rate(config.optim, num_steps)
+    progress = summary_lib.Progress(num_steps, start_step=meta['step'])
 
     def flush(window):
       """Fetches the sums of finished steps and writes them (called one step late)."""
@@ -243,8 +252,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       scalars.update(grad_norm=float(sums[-1]['grad_norm']), learning_rate=float(schedule(last)))
       if steps_per_epoch:
         scalars['epoch'] = (last + 1) / steps_per_epoch
-      tokens = sum(t for _, _, t in window)
-      scalars.update(progress.update(last + 1, tokens))
+      tokens = sum(t for _, _, (t, _) in window)
+      flops = sum(f for _, _, (_, f) in window)
+      scalars.update(progress.update(last + 1, tokens, flops))
       writer.write(last + 1, 'train', scalars)
       logging.info('%s', progress.line(last + 1, scalars))
 
@@ -259,19 +269,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         meta['bad_evals'] += 1
       meta['evals'].append({'step': step, **metrics})
 
+    # Model FLOPs of a row of each shape (bucketed data has several), as llmjax.bench counts them.
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
+    row_flops = functools.cache(
+        lambda inputs, targets: model_info.train_flops(config, shapes, inputs, targets))
     window, pending = [], None
     train_iter = data.train_iter(meta['step'])
     # A run that stopped early and is started again goes straight to the test evaluation.
-    for step in range(meta['step'], meta['step'] if meta['stopped_early'] else total_steps):
+    for step in range(meta['step'], meta['step'] if meta['stopped_early'] else num_steps):
       batch = next(train_iter)
-      tokens = task.tokens(batch) * jax.process_count()
+      rows, inputs, targets = model_info.batch_shape(batch)
+      work = (task.tokens(batch) * jax.process_count(),
+              rows * jax.process_count() * row_flops(inputs, targets))
       state, metrics = train_step(state, sharding.global_batch(batch, mesh, config))
       flush(pending)  # The previous window: its steps are done, so this fetch does not stall.
       pending = None
-      window.append((step, metrics, tokens))
+      window.append((step, metrics, work))
       done = step + 1
       end_of_epoch = bool(steps_per_epoch) and done % steps_per_epoch == 0
-      do_eval = end_of_epoch or done == total_steps or (
+      do_eval = end_of_epoch or done == num_steps or (
           config.eval.every_steps and done % config.eval.every_steps == 0)
       do_save = do_eval or done % config.checkpoint.every_steps == 0
       if do_save or done % config.log_every_steps == 0:
@@ -373,12 +389,7 @@ def run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
 
 def _restored(config, workdir, step):
   """(data, task, params, meta, mesh) of a trained run, for evaluation and prediction."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  data = tasks.build_data(config, process_index=jax.process_index(),
-                          process_count=jax.process_count())
-  _record_labels(config, data)
-  models.resolve(config)
-  config_lib.validate(config, jax.device_count())
+  config, data = prepare(config, jax.device_count())
   task = tasks.task_for(config, data)
   params, meta, mesh = restore_params(task, config, workdir, step)
   _check_labels(meta, config, pathlib.Path(workdir) / 'checkpoints')

@@ -80,3 +80,12 @@ def test_bert_base_pretraining_config_is_hf_bert_for_masked_lm():
   info = model_info.describe(load_config('bert_mlm', 'bert_base'))
   assert info['params_by_module']['bert'] == 109_482_240 - (768 * 768 + 768)  # no pooler
   assert info['params'] == 109_514_298  # transformers BertForMaskedLM(BertConfig())
+
+
+def test_masked_lm_counts_its_tied_decoder_at_every_position():
+  # transformers' BertForMaskedLM computes the vocabulary logits at every position: so does the count.
+  config = load_config('bert_mlm', 'bert_base')
+  info = model_info.describe(config)
+  layer = 4 * 768 * 768 + 2 * 768 * 3072
+  kernels = 12 * layer + 768 * 768  # the layers and the head's transform (no pooler in MLM)
+  assert info['train_flops_per_token'] == 6 * (kernels + 30522 * 768) + 12 * 12 * 128 * 768

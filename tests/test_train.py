@@ -72,6 +72,16 @@ def test_same_losses_on_1_and_8_devices(fake_cache, tmp_path):
   np.testing.assert_allclose(eight, one, rtol=1e-4)
 
 
+def test_dropout_rng_impl_draws_other_masks_deterministically(fake_cache, tmp_path):
+  losses = {}
+  for name, impl in [('threefry', 'threefry2x32'), ('rbg', 'rbg'), ('rbg_again', 'rbg')]:
+    config = tiny_config(num_train_steps=3, log_every_steps=1, rng_impl=impl)
+    train.train_and_evaluate(config, tmp_path / name, devices=jax.devices()[:1])
+    losses[name] = [_train_losses(tmp_path / name)[s] for s in (1, 2, 3)]
+  assert losses['rbg'] == losses['rbg_again']
+  assert not np.allclose(losses['rbg'], losses['threefry'], rtol=1e-6)
+
+
 def test_gradient_accumulation_matches_one_big_batch(fake_cache, tmp_path):
   losses = {}
   for accum in (1, 4):
