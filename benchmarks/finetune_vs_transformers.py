@@ -19,9 +19,14 @@ transformers side: `BertForSequenceClassification.from_pretrained` on the direct
 `model.init_from` names (a fresh classifier head; `problem_type='regression'` with one output for the
 regression task), the config's dropout; torch AdamW with the config's lr, betas, eps and weight decay
 (none on biases and LayerNorm, as llmjax's `optim.no_decay`), the same warmup + decay schedule
-(LambdaLR over `llmjax.optim.learning_rate`), `clip_grad_norm_` at the same norm; the loss is mean
+(LambdaLR over `llmjax.optim.learning_rate`; torch's fused AdamW kernel), `clip_grad_norm_` at the
+same norm; the loss is mean
 cross-entropy (classification, with the config's label smoothing) or mean squared error
 (regression) over the real rows of a batch.
+
+`--hf_pad_to=128` pads every transformers batch to 128 tokens, the usual recipe (the tokenizer's
+`padding='max_length'`, as the tutorial's fine-tuning does), to compare end-to-end wall times against it;
+the metrics do not change (padding is masked).
 
 Prints both runs' test metrics, their difference and wall times; `--out` writes them as JSON.
 """
@@ -52,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="the llmjax run's workdir: its results.json when it finished, else trained "
                       'there (default: a temporary directory)')
   p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
+  p.add_argument('--hf_pad_to', type=int, default=0,
+                 help="pad every transformers batch to this many tokens, as the usual recipe's "
+                      "tokenizer(padding='max_length') does (0: llmjax's bucketed batches as they are)")
   p.add_argument('--out', default='', help='also write the figures as JSON to this file')
   return p.parse_args(argv)
 
@@ -77,7 +85,7 @@ def improved(value, best, mode) -> bool:
   return best is None or (value > best if mode == 'max' else value < best)
 
 
-def run_transformers(config, data, task, threads: int) -> dict:
+def run_transformers(config, data, task, threads: int, pad_to: int = 0) -> dict:
   """Trains and scores the transformers model as the module docstring says."""
   import torch
   import transformers
@@ -100,7 +108,7 @@ def run_transformers(config, data, task, threads: int) -> dict:
   opt = torch.optim.AdamW([{'params': decay, 'weight_decay': config.optim.weight_decay},
                            {'params': rest, 'weight_decay': 0.0}],
                           lr=config.optim.lr, betas=(config.optim.b1, config.optim.b2),
-                          eps=config.optim.eps)
+                          eps=config.optim.eps, fused=True)
   steps_per_epoch = data.steps_per_epoch
   total = config.num_train_steps if config.num_train_steps > 0 else (
       config.num_epochs * steps_per_epoch)
@@ -109,9 +117,12 @@ def run_transformers(config, data, task, threads: int) -> dict:
   scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
 
   def forward(batch):
-    return model(input_ids=torch.as_tensor(batch['input_ids'], dtype=torch.long),
-                 token_type_ids=torch.as_tensor(batch['token_type_ids'], dtype=torch.long),
-                 attention_mask=torch.as_tensor(batch['attention_mask'], dtype=torch.long)).logits
+    inputs = {k: torch.as_tensor(batch[k], dtype=torch.long)
+              for k in ('input_ids', 'token_type_ids', 'attention_mask')}
+    if pad_to > inputs['input_ids'].shape[1]:
+      # Masked padding (id 0 = [PAD]) changes no output, only the work done.
+      inputs = {k: torch.nn.functional.pad(v, (0, pad_to - v.shape[1])) for k, v in inputs.items()}
+    return model(**inputs).logits
 
   def evaluate(split):
     model.eval()
@@ -206,7 +217,7 @@ def main(argv=None) -> dict:
   data = tasks.build_data(config, process_index=0, process_count=1)
   models.resolve(config)
   task = tasks.task_for(config, data)
-  theirs = run_transformers(config, data, task, args.threads)
+  theirs = run_transformers(config, data, task, args.threads, args.hf_pad_to)
   return report(args.config, config, ours, theirs, args.out)
 
 

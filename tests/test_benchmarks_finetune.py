@@ -39,3 +39,16 @@ def test_both_frameworks_fine_tune_and_report_the_same_metrics(fake_cache, tmp_p
   metric = 'f1' if task == 'classification' else 'pearson'
   assert f'{ours["test"][metric]:.4f}' in printed and f'{theirs["test"][metric]:.4f}' in printed
   assert json.loads(out.read_text())['transformers']['best_step'] == theirs['best_step']
+
+
+def test_padding_the_transformers_batches_changes_no_metric(fake_cache, tmp_path):
+  # Without dropout: torch would draw its masks over the padded shape, a different random stream.
+  no_dropout = '  c.model.hidden_dropout = c.model.attention_dropout = 0.0\n'
+  config_file = fakes.tiny_pretrained_config(tmp_path, REPO / 'configs' / 'movie_rating.py',
+                                             no_dropout)
+  bench = _benchmark_module()
+  workdir = tmp_path / 'llmjax'  # Trained by the first call, reused by the second.
+  bucketed = bench.main([f'--config={config_file}', f'--llmjax_workdir={workdir}'])
+  padded = bench.main([f'--config={config_file}', f'--llmjax_workdir={workdir}', '--hf_pad_to=64'])
+  for name, value in bucketed['transformers']['test'].items():
+    assert padded['transformers']['test'][name] == pytest.approx(value, rel=1e-3, abs=1e-4), name
