@@ -7,6 +7,7 @@ documents, and the model is scored by per-token loss and perplexity on held-out 
 
   python -m llmjax.main --config=configs/gpt_lm.py --workdir=runs/gpt
   python -m llmjax.main --config=configs/gpt_lm.py:steps=500,layers=2 --workdir=...
+  python -m llmjax.main --config=configs/gpt_lm.py:gpt2_bpe --workdir=...   # GPT-2's BPE, 50,257
   python -m llmjax.main --config=configs/gpt_lm.py:tiny --workdir=...   # seconds
   python -m llmjax.model_info --config=configs/gpt_lm.py:gpt2_small     # the paper's size
 
@@ -21,8 +22,8 @@ from llmjax import config_lib, models
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, tiny=False, gpt2_small=False, steps=1000, layers=4, width=256, max_len=128,
-                             vocab=8000, batch=16, lr=1e-3)
+  arg = config_lib.parse_arg(arg, tiny=False, gpt2_small=False, gpt2_bpe=False, steps=1000,
+                             layers=4, width=256, max_len=128, vocab=8000, batch=16, lr=1e-3)
   c = config_lib.base_config()
   c.task.name = 'causal_lm'
   c.model = models.model_config(
@@ -32,13 +33,16 @@ def get_config(arg=None):
   config_lib.enwiki_pretraining(c, arg)
   c.tokenizer.kind = 'sentencepiece'
   c.tokenizer.vocab = f'spm:enwiki_sample:{arg.vocab}'
+  if arg.gpt2_bpe or arg.gpt2_small:
+    # GPT-2's byte-level BPE and its 50,257 tokens instead of a SentencePiece model of the sample.
+    c.tokenizer.update(kind='gpt2_bpe', vocab='asset:gpt2-bpe/encoder.json',
+                       merges='asset:gpt2-bpe/vocab.bpe')
+    c.model.vocab_size = 50257
   c.optim.schedule = 'cosine'
   c.optim.weight_decay = 0.1
 
   if arg.gpt2_small:
     c.model = models.model_config('gpt')  # GPT-2 small: 12 layers, width 768, 12 heads, 124M.
-    c.tokenizer.update(kind='gpt2_bpe', vocab='asset:gpt2-bpe/encoder.json',
-                       merges='asset:gpt2-bpe/vocab.bpe')
     c.data.max_len = 1024
     c.data.buckets = (1024,)
     c.batch_size = 512  # x 1024 tokens = 0.5M tokens per step.
@@ -53,6 +57,6 @@ def get_config(arg=None):
   if arg.tiny:
     c.model.update(vocab_size=256, max_position_embeddings=32, hidden_size=32, num_layers=2,
                    num_heads=4, intermediate_size=64)
-    c.tokenizer.vocab = 'spm:enwiki_sample:256'
+    c.tokenizer.update(kind='sentencepiece', vocab='spm:enwiki_sample:256', merges='')
     config_lib.tiny_run(c)
   return c

@@ -54,6 +54,16 @@ def load_config(name: str, arg: str | None = None):
   return module.get_config(','.join(filter(None, (REQUIRED_ARGS.get(name), arg))) or None)
 
 
+def load_benchmark(name: str):
+  """benchmarks/<name>.py as a module: benchmarks/ is not a package, so it is loaded by path, as
+  `python benchmarks/<name>.py` runs it."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, REPO / 'benchmarks' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def override(config, overrides: dict):
   """Sets dotted keys ('optim.lr') of a ConfigDict in place and returns it."""
   for key, value in overrides.items():

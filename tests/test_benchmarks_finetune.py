@@ -2,25 +2,17 @@
 frameworks train from the same weights on the same batches and report the same metrics (timings and
 the size of the difference are not checked)."""
 
-import importlib.util
 import json
 import math
 
 import pytest
 
 import fakes
-from conftest import REPO
+from conftest import REPO, load_benchmark
 
 pytest.importorskip('torch')
 pytest.importorskip('transformers')
 
-
-def _benchmark_module():
-  spec = importlib.util.spec_from_file_location(
-      'finetune_vs_transformers', REPO / 'benchmarks' / 'finetune_vs_transformers.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 @pytest.mark.parametrize('task', ['classification', 'regression'])
@@ -29,7 +21,8 @@ def test_both_frameworks_fine_tune_and_report_the_same_metrics(fake_cache, tmp_p
            if task == 'classification' else '')
   config_file = fakes.tiny_pretrained_config(tmp_path, REPO / 'configs' / 'movie_rating.py', extra)
   out = tmp_path / 'figures.json'
-  figures = _benchmark_module().main([f'--config={config_file}', f'--out={out}'])
+  figures = load_benchmark('finetune_vs_transformers').main([f'--config={config_file}',
+                                                             f'--out={out}'])
   printed = capsys.readouterr().out
   ours, theirs = figures['llmjax'], figures['transformers']
   assert set(ours['test']) == set(theirs['test'])
@@ -46,7 +39,7 @@ def test_padding_the_transformers_batches_changes_no_metric(fake_cache, tmp_path
   no_dropout = '  c.model.hidden_dropout = c.model.attention_dropout = 0.0\n'
   config_file = fakes.tiny_pretrained_config(tmp_path, REPO / 'configs' / 'movie_rating.py',
                                              no_dropout)
-  bench = _benchmark_module()
+  bench = load_benchmark('finetune_vs_transformers')
   workdir = tmp_path / 'llmjax'  # Trained by the first call, reused by the second.
   bucketed = bench.main([f'--config={config_file}', f'--llmjax_workdir={workdir}'])
   padded = bench.main([f'--config={config_file}', f'--llmjax_workdir={workdir}', '--hf_pad_to=64'])

@@ -1,29 +1,20 @@
 """benchmarks/gpt_vs_transformers.py end to end on a tiny shape and the fake corpus: both frameworks
 train on the same batches and print finite validation losses (timings are not checked)."""
 
-import importlib.util
 import json
 import math
 
 import pytest
 
-from conftest import REPO
+from conftest import load_benchmark
 
 pytest.importorskip('torch')
 pytest.importorskip('transformers')
 
 
-def _benchmark_module():
-  # benchmarks/ is not a package: load the script by path, as `python benchmarks/...` would run it.
-  spec = importlib.util.spec_from_file_location(
-      'gpt_vs_transformers', REPO / 'benchmarks' / 'gpt_vs_transformers.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
 
 def test_both_frameworks_train_and_print_finite_losses(fake_cache, tmp_path, capsys):
-  bench = _benchmark_module()
+  bench = load_benchmark('gpt_vs_transformers')
   out = tmp_path / 'figures.json'
   # The fake corpus holds too few held-out articles: train and score on slices of its train split.
   figures = bench.main(['--steps=3', '--layers=1', '--width=64', '--max_len=32', '--batch=8',
@@ -43,7 +34,7 @@ def test_both_frameworks_train_and_print_finite_losses(fake_cache, tmp_path, cap
 
 def test_hf_optimizer_mirrors_llmjax_decay_mask_and_schedule():
   import numpy as np
-  bench = _benchmark_module()
+  bench = load_benchmark('gpt_vs_transformers')
   args = bench.parse_args(['--steps=20', '--layers=1', '--width=64', '--max_len=32', '--vocab=256'])
   config = bench.load_config(args)
   model = bench.build_hf_model(config, 0)

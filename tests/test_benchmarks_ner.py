@@ -2,14 +2,13 @@
 train from the same weights on the same batches and report the same metrics (timings and the size of
 the difference are not checked)."""
 
-import importlib.util
 import json
 import math
 
 import pytest
 
 import fakes
-from conftest import REPO
+from conftest import REPO, load_benchmark
 
 pytest.importorskip('torch')
 pytest.importorskip('transformers')
@@ -17,10 +16,7 @@ pytest.importorskip('transformers')
 
 def test_both_frameworks_tag_and_report_the_same_metrics(fake_cache, tmp_path, capsys):
   config_file = fakes.tiny_pretrained_config(tmp_path, REPO / 'configs' / 'ner_wnut16.py')
-  spec = importlib.util.spec_from_file_location(
-      'ner_vs_transformers', REPO / 'benchmarks' / 'ner_vs_transformers.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = load_benchmark('ner_vs_transformers')
   out = tmp_path / 'figures.json'
   figures = module.main([f'--config={config_file}', f'--out={out}'])
   printed = capsys.readouterr().out

@@ -2,14 +2,13 @@
 frameworks train on the same batches, translate the test books by beam search and print BLEU and
 chrF (timings and the size of the gap are not checked: 3 steps teach nothing)."""
 
-import importlib.util
 import json
 import math
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import load_benchmark
 
 pytest.importorskip('torch')
 pytest.importorskip('transformers')
@@ -18,17 +17,9 @@ TINY = ['--steps=3', '--layers=1', '--width=32', '--vocab=64', '--max_len=32', '
         '--beams=2', '--test_examples=12']
 
 
-def _benchmark_module():
-  # benchmarks/ is not a package: load the script by path, as `python benchmarks/...` would run it.
-  spec = importlib.util.spec_from_file_location(
-      't5_translation_vs_transformers', REPO / 'benchmarks' / 't5_translation_vs_transformers.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
 
 def test_both_frameworks_train_translate_and_print_bleu(fake_cache, tmp_path, capsys):
-  bench = _benchmark_module()
+  bench = load_benchmark('t5_translation_vs_transformers')
   out = tmp_path / 'figures.json'
   figures = bench.main([*TINY, f'--out={out}'])
   printed = capsys.readouterr().out
@@ -44,7 +35,7 @@ def test_both_frameworks_train_translate_and_print_bleu(fake_cache, tmp_path, ca
 
 
 def test_unpacking_gives_back_every_packed_pair(fake_cache):
-  bench = _benchmark_module()
+  bench = load_benchmark('t5_translation_vs_transformers')
   config = bench.load_config(bench.parse_args(TINY))
   train_batches, _, _ = bench.load_batches(config)
   batch = train_batches[0]
@@ -58,7 +49,7 @@ def test_unpacking_gives_back_every_packed_pair(fake_cache):
 
 
 def test_hf_optimizer_mirrors_llmjax_decay_mask_and_schedule(fake_cache):
-  bench = _benchmark_module()
+  bench = load_benchmark('t5_translation_vs_transformers')
   config = bench.load_config(bench.parse_args([*TINY, '--steps=20']))
   model = bench.build_hf_model(config, 0)
   opt, sched = bench.hf_optimizer(model, config)

@@ -1,0 +1,327 @@
+"""Training throughput of llmjax and of transformers + PyTorch on the same shapes, side by side.
+
+  python benchmarks/throughput_vs_transformers.py [--cases=a,b,c,d] [--rounds=3] [--steps=5] \
+      [--warmup=2] [--threads=2] [--tiny] [--out=FILE.json]
+
+The four cases of issue 5, each built from its experiment config (random initialisation: pretrained
+weights do not change the speed):
+
+  a  MiniLM-L6 sequence classification (6 layers, hidden 384, 12 heads, FFN 1536: the architecture
+     of the all-MiniLM-L6-v2 asset), batch 32 x 64: `configs/bert_classify.py:batch=32,max_len=64`,
+     every row padded to 64 (one bucket); transformers' `BertForSequenceClassification`.
+  b  BERT masked LM, 4 layers, hidden 256, 4 heads, FFN 1024, vocab 30,522 (uncased BERT's
+     WordPiece), batch 32 x 128: `configs/bert_mlm.py`; `BertForMaskedLM`, whose head computes
+     logits at every position.
+  c  GPT-2, 6 layers, hidden 384, 6 heads, vocab 50,257 (GPT-2's BPE), batch 16 x 256:
+     `configs/gpt_lm.py:gpt2_bpe`; `GPT2LMHeadModel`.
+  d  T5-small's shape (d_model 512, 6 + 6 layers, 8 heads, d_ff 2048, vocab 32,128), batch 16 x 128
+     inputs by span corruption, whose targets are 29 tokens long for 128 inputs (T5's
+     `random_spans_helper` formula; the issue rounds them to 32): `configs/t5_span.py` with the
+     model's vocabulary padded to 32,128 as T5 pads its 32,000 pieces and 100 sentinels (the
+     SentencePiece model of the Wikipedia sample has 8,000; the computation is the same);
+     `T5ForConditionalGeneration`.
+
+`--tiny` runs each config's `tiny` variant instead (two layers of width 32, batch 4 x 16), through
+the same code: the test runs it.
+
+llmjax side: `llmjax.bench.StepBench` on one device: the train step `llmjax.train` runs (same jit,
+shardings, donation, optimizer) on real batches of the config's data pipeline.
+
+transformers side: the model class named in the Hugging Face directory that llmjax's own exporter
+(`llmjax.models.export`) writes from the llmjax side's initial parameters, so the architecture,
+dropout and starting weights are the same; in training mode, float32, `torch.set_num_threads`
+(`--threads`, default 2), on the CPU. torch AdamW (`fused=True`) with the config's lr, betas, eps
+and weight decay (none on the one-dimensional parameters: biases and norm scales, as llmjax's
+`optim.no_decay`), `clip_grad_norm_` at the config's norm, at constant lr (a schedule costs nothing
+measurable). The loss is llmjax's: cross-entropy (with the config's label smoothing) summed over
+the weighted targets and divided by their count. Both sides step through the same numpy batches,
+taken from `StepBench.batches`, converted to torch tensors once before timing. Rows packed with
+several documents pass to transformers as token ids, per-document positions and the padding mask
+only, so a token may attend to the other documents of its row: that changes which scores are
+masked, not the model FLOPs counted.
+
+Timing: after `--warmup` untimed steps on each side, `--rounds` rounds of `--steps` llmjax steps
+then `--steps` torch steps alternate, so a drift in the machine's load reaches both. Per case and
+side: the median step time over all timed steps, tokens/s (batch x length, an encoder-decoder's
+inputs + targets, padding included) and GFLOP/s, both sides by llmjax's analytical FLOP count
+(`llmjax.model_info.train_flops`); and the ratio llmjax / transformers of tokens/s. llmjax's
+compile time is printed too. `--out` writes everything as JSON, with the versions of the libraries.
+"""
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, without installing.
+  if str(path) not in sys.path:
+    sys.path.insert(0, str(path))
+
+import finetune_vs_transformers as finetune  # noqa: E402
+from llmjax import bench as llmjax_bench  # noqa: E402
+from llmjax import models  # noqa: E402
+from llmjax.errors import UserError  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  title: str
+  config: str  # configs/FILE.py:ARGS at the issue's shape
+  overrides: dict = dataclasses.field(default_factory=dict)  # dotted keys, the issue's shape only
+
+  def spec(self, tiny: bool) -> tuple[str, dict]:
+    """(config file and arguments, dotted overrides): the issue's shape, or with `tiny` the file's
+    tiny variant at batch 4 x 16."""
+    if tiny:
+      return self.config.partition(':')[0] + ':tiny', {'batch_size': 4, 'data.max_len': 16}
+    return self.config, self.overrides
+
+  def load(self, tiny: bool):
+    spec, overrides = self.spec(tiny)
+    config = finetune.load_config(spec)
+    config.update_from_flattened_dict(overrides)
+    # One step shape: rows padded to max_len (StepBench times one compiled step).
+    config.data.buckets = (config.data.max_len,)
+    # Only training batches are read: the held-out splits alias the train split, so a corpus with
+    # few held-out documents (the tests' fake Wikipedia) opens as well as the real one.
+    train = config.data.splits.train
+    config.data.splits = dict(train=train, validation=train, test=train)
+    return config
+
+
+CASES = {
+    'a': Case('MiniLM-L6 sequence classification',
+              'configs/bert_classify.py:batch=32,max_len=64'),
+    'b': Case('BERT MLM 4 x 256, vocab 30522',
+              'configs/bert_mlm.py:layers=4,width=256,batch=32,max_len=128'),
+    'c': Case('GPT-2 6 x 384, vocab 50257',
+              'configs/gpt_lm.py:gpt2_bpe,layers=6,width=384,batch=16,max_len=256'),
+    'd': Case('T5-small shape, vocab 32128',
+              'configs/t5_span.py:layers=6,width=512,batch=16,max_len=128',
+              {'model.vocab_size': 32128}),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--cases', default=','.join(CASES), help='comma-separated, of ' + ','.join(CASES))
+  p.add_argument('--rounds', type=int, default=3, help='alternations of llmjax and torch steps')
+  p.add_argument('--steps', type=int, default=5, help='timed steps per side per round')
+  p.add_argument('--warmup', type=int, default=2, help='untimed steps per side first')
+  p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
+  p.add_argument('--tiny', action='store_true', help="each config's tiny variant, batch 4 x 16")
+  p.add_argument('--out', default='', help='also write the figures as JSON to this file')
+  args = p.parse_args(argv)
+  args.cases = [c.strip() for c in args.cases.split(',') if c.strip()]
+  unknown = [c for c in args.cases if c not in CASES]
+  if unknown or not args.cases:
+    p.error(f'--cases={",".join(args.cases)}: choose among {",".join(CASES)}')
+  for name in ('rounds', 'steps'):
+    if getattr(args, name) < 1:
+      p.error(f'--{name} must be >= 1')
+  return args
+
+
+# --- transformers + PyTorch -----------------------------------------------------------------------
+
+
+def model_inputs(task: str, batch: dict[str, np.ndarray]) -> tuple[dict, np.ndarray, np.ndarray]:
+  """(transformers keyword arguments, labels, weights) of one llmjax batch of `task`."""
+  if task == 'classification':
+    return ({'input_ids': batch['input_ids'], 'token_type_ids': batch['token_type_ids'],
+             'attention_mask': batch['attention_mask']}, batch['label'], batch['weight'])
+  if task == 'mlm':
+    return ({'input_ids': batch['input_ids'], 'token_type_ids': batch['token_type_ids'],
+             'attention_mask': batch['segment_ids'] > 0, 'position_ids': batch['positions']},
+            batch['labels'], batch['weights'])
+  if task == 'causal_lm':
+    return ({'input_ids': batch['inputs'], 'attention_mask': batch['segment_ids'] > 0,
+             'position_ids': batch['positions']}, batch['targets'], batch['weights'])
+  if task == 'span_corruption':
+    return ({'input_ids': batch['inputs'], 'attention_mask': batch['input_segment_ids'] > 0,
+             'decoder_input_ids': batch['decoder_inputs'],
+             'decoder_attention_mask': batch['target_segment_ids'] > 0},
+            batch['targets'], batch['weights'])
+  raise UserError(f'config.task.name={task!r} has no transformers counterpart in this benchmark: '
+                  'use classification, mlm, causal_lm or span_corruption')
+
+
+class TorchStep:
+  """transformers + PyTorch training steps on a `StepBench`'s batches, timed as its `time_steps`."""
+
+  def __init__(self, bench: llmjax_bench.StepBench):
+    import torch
+    import transformers
+
+    config = bench.config
+    with tempfile.TemporaryDirectory() as hf_dir:
+      # As `llmjax.train` exports a run's model.
+      models.export(bench.state.params, config.model, hf_dir,
+                    getattr(bench.data, 'label_names', None))
+      architecture = json.loads((pathlib.Path(hf_dir) / 'config.json').read_text())
+      self.architecture = architecture['architectures'][0]
+      self.model = getattr(transformers, self.architecture).from_pretrained(
+          hf_dir, dtype=torch.float32)
+    self.model.train()
+    self.batches = []
+    for batch in bench.batches:
+      kwargs, labels, weights = model_inputs(config.task.name, batch)
+      self.batches.append(({k: torch.as_tensor(v.astype(np.int64)) for k, v in kwargs.items()},
+                           torch.as_tensor(labels.astype(np.int64)),
+                           torch.as_tensor(weights.astype(np.float32))))
+    self.model.config.use_cache = False  # Training keeps no keys and values for generation.
+    first = self.batches[0][0]
+    inputs = first['input_ids'].shape
+    targets = first['decoder_input_ids'].shape[1] if 'decoder_input_ids' in first else 0
+    self.batch_shape = (inputs[0], inputs[1], targets)
+    # Positions the model computes: every token id it is given, padding included.
+    self.tokens_per_step = sum(first[k].numel() for k in ('input_ids', 'decoder_input_ids')
+                               if k in first)
+    self.shapes = {**{k: list(v.shape) for k, v in first.items()},
+                   'labels': list(self.batches[0][1].shape),
+                   'weights': list(self.batches[0][2].shape)}
+    self.params = [p for p in self.model.parameters() if p.requires_grad]
+    o = config.optim
+    self.label_smoothing = config.task.label_smoothing
+    self.clip_norm = o.clip_norm
+    self.optimizer = torch.optim.AdamW(
+        [{'params': [p for p in self.params if p.ndim > 1], 'weight_decay': o.weight_decay},
+         {'params': [p for p in self.params if p.ndim <= 1], 'weight_decay': 0.0}],
+        lr=o.lr, betas=(o.b1, o.b2), eps=o.eps, fused=True)
+    self._index = 0
+
+  def step(self, kwargs, labels, weights):
+    import torch
+    logits = self.model(**kwargs).logits
+    nll = torch.nn.functional.cross_entropy(
+        logits.flatten(0, -2).float(), labels.flatten(), reduction='none',
+        label_smoothing=self.label_smoothing)
+    loss = (nll * weights.flatten()).sum() / weights.sum().clamp(min=1.0)
+    self.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if self.clip_norm > 0:
+      torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+    self.optimizer.step()
+    return loss.detach()
+
+  def time_steps(self, n: int) -> list[float]:
+    """Runs n steps on the batches in turn; returns their wall times in seconds."""
+    times = []
+    for _ in range(n):
+      batch = self.batches[self._index % len(self.batches)]
+      self._index += 1
+      start = time.perf_counter()
+      float(self.step(*batch))  # Synced, as StepBench syncs each step (on CPU torch already is).
+      times.append(time.perf_counter() - start)
+    return times
+
+
+# --- the comparison -------------------------------------------------------------------------------
+
+
+def side_figures(times: list[float], tokens_per_step: int, flops_per_step: float,
+                 batch_shape, shapes: dict) -> dict:
+  step = statistics.median(times)
+  return {'batch_shape': [int(x) for x in batch_shape], 'arrays': shapes,
+          'tokens_per_step': int(tokens_per_step), 'step_s': step, 'step_times_s': times,
+          'tokens_per_s': tokens_per_step / step, 'flops_per_s': flops_per_step / step}
+
+
+def run_case(name: str, args: argparse.Namespace) -> dict:
+  import jax
+
+  case = CASES[name]
+  config = case.load(args.tiny)
+  # One device: the comparison is of the computation, not of the parallelism.
+  jx = llmjax_bench.StepBench(config, devices=jax.devices()[:1])
+  pt = TorchStep(jx)  # Before the first llmjax step: both start from the same weights.
+  compile_s = jx.compile()
+  jx.time_steps(args.warmup)
+  pt.time_steps(args.warmup)
+  jx_times, pt_times = [], []
+  for _ in range(args.rounds):
+    jx_times += jx.time_steps(args.steps)
+    pt_times += pt.time_steps(args.steps)
+  ours = side_figures(jx_times, jx.tokens_per_step, jx.flops_per_step, jx.batch_shape,
+                      {k: list(v.shape) for k, v in jx.batches[0].items()})
+  ours['compile_s'] = compile_s
+  theirs = side_figures(pt_times, pt.tokens_per_step, jx.flops_per_step, pt.batch_shape,
+                        pt.shapes)
+  theirs['architecture'] = pt.architecture
+  spec, overrides = case.spec(args.tiny)
+  return {'title': case.title, 'config': spec, 'overrides': overrides,
+          'flops_per_step': jx.flops_per_step, 'llmjax': ours,
+          'transformers': theirs, 'ratio': ours['tokens_per_s'] / theirs['tokens_per_s']}
+
+
+def _shape(figures: dict) -> str:
+  batch, inputs, targets = figures['batch_shape']
+  return f'{batch} x {inputs}' + (f' + {targets}' if targets else '')
+
+
+def format_table(results: dict) -> str:
+  header = (f'{"case":<4} | {"side":<12} | {"batch":<14} | {"step (s)":>8} | {"tokens/s":>9} | '
+            f'{"GFLOP/s":>7} | {"llmjax/torch":>12}')
+  lines = [header, '-' * len(header)]
+  for name, r in results.items():
+    for side in ('llmjax', 'transformers'):
+      f = r[side]
+      ratio = f'{r["ratio"]:.2f}' if side == 'llmjax' else ''
+      lines.append(f'{name:<4} | {side:<12} | {_shape(f):<14} | {f["step_s"]:>8.3f} | '
+                   f'{f["tokens_per_s"]:>9,.0f} | {f["flops_per_s"] / 1e9:>7.1f} | {ratio:>12}')
+  return '\n'.join(lines)
+
+
+def versions() -> dict:
+  import flax
+  import jax
+  import torch
+  import transformers
+  return {'jax': jax.__version__, 'flax': flax.__version__, 'torch': torch.__version__,
+          'transformers': transformers.__version__,
+          'llmjax_device': f'{jax.devices()[0].platform} ({jax.devices()[0].device_kind})'}
+
+
+def main(argv=None) -> dict:
+  import torch
+
+  args = parse_args(argv)
+  previous = torch.get_num_threads()
+  torch.set_num_threads(args.threads)
+  results = {}
+  try:
+    for name in args.cases:
+      r = results[name] = run_case(name, args)
+      overrides = ''.join(f' --config.{k}={v}' for k, v in r['overrides'].items())
+      print(f'\ncase {name}: {r["title"]}: {r["config"]}{overrides}', flush=True)
+      print(f'  llmjax batches:       {r["llmjax"]["arrays"]}  '
+            f'(compiled in {r["llmjax"]["compile_s"]:.1f} s)')
+      print(f'  transformers batches: {r["transformers"]["arrays"]}  '
+            f'({r["transformers"]["architecture"]})')
+      print(f'  model FLOPs per step: {r["flops_per_step"] / 1e9:,.2f} G')
+      print(format_table({name: r}), flush=True)
+  finally:
+    torch.set_num_threads(previous)  # A caller (e.g. a test session) keeps its own setting.
+  figures = {'tiny': args.tiny, 'rounds': args.rounds, 'steps': args.steps, 'warmup': args.warmup,
+             'threads': args.threads, 'versions': versions(), 'cases': results}
+  print(f'\n{args.rounds} rounds of {args.steps} steps per side, median step; torch threads '
+        f'{args.threads}; ' + ', '.join(f'{k} {v}' for k, v in figures['versions'].items()))
+  print(format_table(results), flush=True)
+  if args.out:
+    pathlib.Path(args.out).write_text(json.dumps(figures, indent=2))
+  return figures
+
+
+if __name__ == '__main__':
+  try:
+    main()
+  except UserError as e:
+    print(f'llmjax: error: {e}', file=sys.stderr)
+    sys.exit(2)
