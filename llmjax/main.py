@@ -18,7 +18,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from llmjax import assets
+from llmjax import assets, distributed
 from llmjax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].',
@@ -30,6 +30,21 @@ _STEP = flags.DEFINE_integer('step', None, 'eval/predict: the checkpoint step (d
 _INPUT = flags.DEFINE_string('input', None, 'predict: the file of inputs, one per line.')
 _OUTPUT = flags.DEFINE_string('output', None, 'eval: metrics file (default WORKDIR/metrics.json); '
                               'predict: the JSON-lines file to write.')
+# Multi-host: see llmjax/distributed.py for when a process joins a job of several.
+_DISTRIBUTED = flags.DEFINE_enum('distributed', 'auto', list(distributed.MODES),
+                                 'auto: join a multi-process job when the flags below or the '
+                                 'environment (SLURM, TPU pod) say so; on: always; off: never.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-process: HOST:PORT of '
+                                   'process 0 (default: $JAX_COORDINATOR_ADDRESS).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-process: the number of '
+                                      'processes (default: $JAX_NUM_PROCESSES).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-process: this process, 0..N-1 '
+                                   '(default: $JAX_PROCESS_ID).')
+_INIT_TIMEOUT = flags.DEFINE_integer('initialization_timeout', 300, 'Multi-process: seconds to '
+                                     'wait for all processes to join before failing.')
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer('heartbeat_timeout', 100, 'Multi-process: seconds a '
+                                          'silent (dead) peer makes the others wait before they '
+                                          'fail.')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -42,6 +57,10 @@ def main(argv):
   # Recompiling the same step on every run costs seconds; the persistent cache makes it ~free.
   jax.config.update('jax_compilation_cache_dir', str(assets.cache_dir() / 'jax_cache'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 1)
+  # Before any other JAX call: joining a job changes what jax.devices() lists.
+  distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                         _PROCESS_ID.value, initialization_timeout=_INIT_TIMEOUT.value,
+                         heartbeat_timeout=_HEARTBEAT_TIMEOUT.value)
   from llmjax import train  # Imported after flags, so --help stays fast.
   if _MODE.value == 'train':
     if _CONFIG.value is None:
