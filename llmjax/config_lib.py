@@ -56,6 +56,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.task.label_smoothing = 0.0
   c.task.mask_rate = 0.15  # mlm: the fraction of tokens to predict (Devlin et al. 2019).
   c.task.whole_word_masking = False  # mlm: mask every piece of a chosen word.
+  # Losses that compute fewer logits, with the same sums. mlm: run the prediction head only at
+  # the masked positions, gathered into N slots per row (BERT's max_predictions_per_seq; a batch
+  # with a row holding more runs it everywhere); 0 = at every position, -1 = N from the row length
+  # and mask_rate (a row exceeds it about once in 10,000).
+  c.task.max_predictions_per_seq = 0
+  # causal_lm, sft: project to the vocabulary and take the loss ~this many tokens at a time, never
+  # holding the logits of the whole batch, forward or backward; 0 = all at once.
+  c.task.loss_chunk_size = 0
   # span_corruption (Raffel et al. 2020): the fraction of tokens hidden, in spans of this mean length.
   c.task.noise_density = 0.15
   c.task.mean_noise_span_length = 3.0
@@ -331,6 +339,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   need(config.rng_impl in ('threefry2x32', 'rbg', 'unsafe_rbg'), 'rng_impl',
        'must be threefry2x32, rbg or unsafe_rbg')
   need(0 <= config.task.label_smoothing < 1, 'task.label_smoothing', 'must be in [0, 1)')
+  need(config.task.loss_chunk_size >= 0, 'task.loss_chunk_size', 'must be >= 0 (0 = no chunks)')
+  need(config.task.max_predictions_per_seq >= -1, 'task.max_predictions_per_seq',
+       'must be >= -1 (0 = head at every position, -1 = derived from max_len and mask_rate)')
   metrics = tasks.TASKS[config.task.name].metrics
   need(config.eval.metric in metrics, 'eval.metric',
        f'is not reported by task {config.task.name}: use one of {", ".join(metrics)}')

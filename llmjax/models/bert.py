@@ -267,22 +267,41 @@ class BertMLMHead(nn.Module):
 
 class BertForMaskedLM(nn.Module):
   """BERT with the masked-LM head of pre-training (HF `BertForMaskedLM`, which has no pooler): a
-  token distribution at every position, decoded with the input word embeddings."""
+  token distribution at every position, decoded with the input word embeddings.
+
+  `encode` and `predict` run the two halves alone (`apply(..., method='encode')`), so a loss can
+  apply the head only where tokens are predicted, as the original BERT gathers
+  `masked_lm_positions` before its head.
+  """
   config: BertConfig
 
-  @nn.compact
+  def setup(self):
+    self.bert = BertEncoder(self.config, with_pooler=False)
+    self.predictions = BertMLMHead(self.config)
+
   def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, attention_mask: jax.Array, *,
                segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
                deterministic: bool) -> jax.Array:
     """Same inputs as `BertEncoder` -> float32 logits [B, L, vocab_size]."""
-    encoder = BertEncoder(self.config, with_pooler=False, name='bert')
-    x, _ = encoder(input_ids, token_type_ids, attention_mask, segment_ids=segment_ids,
-                   positions=positions, deterministic=deterministic)
-    # The encoder has run, so its (possibly still boxed, during init) embedding table exists.
-    embedding = nn.unbox(encoder.variables['params']['embeddings']['word_embeddings']['embedding'])
-    logits = BertMLMHead(self.config, name='predictions')(x, embedding)
+    return self.predict(self.encode(input_ids, token_type_ids, attention_mask,
+                                    segment_ids=segment_ids, positions=positions,
+                                    deterministic=deterministic))
+
+  def encode(self, input_ids: jax.Array, token_type_ids: jax.Array, attention_mask: jax.Array, *,
+             segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
+             deterministic: bool) -> jax.Array:
+    """Same inputs as `BertEncoder` -> the last layer's states [B, L, H]."""
+    x, _ = self.bert(input_ids, token_type_ids, attention_mask, segment_ids=segment_ids,
+                     positions=positions, deterministic=deterministic)
+    return x
+
+  def predict(self, x: jax.Array) -> jax.Array:
+    """Final states x [B, P, H] (any P positions) -> float32 logits [B, P, vocab_size]."""
+    # Possibly still boxed during init, where `encode` has just created it.
+    word_embeddings = self.bert.variables['params']['embeddings']['word_embeddings']
+    embedding = nn.unbox(word_embeddings['embedding'])
     # float32 so the loss and metrics never run in bfloat16.
-    return logits.astype(jnp.float32)
+    return self.predictions(x, embedding).astype(jnp.float32)
 
 
 def stack_layers(params: dict, num_layers: int) -> dict:

@@ -143,7 +143,7 @@ class GPT(nn.Module):
   @nn.compact
   def __call__(self, input_ids: jax.Array, *, positions: jax.Array | None = None,
                segment_ids: jax.Array | None = None, deterministic: bool,
-               decode: bool = False) -> jax.Array:
+               decode: bool = False, return_hidden: bool = False):
     """Next-token logits.
 
     Args:
@@ -155,9 +155,12 @@ class GPT(nn.Module):
       decode: autoregressive decoding over the 'cache' collection: an `init` with decode=True on a
         [B, max_len] dummy creates the cache; each `apply(..., decode=True, mutable=['cache'])`
         appends its L tokens and attends to all tokens appended so far.
+      return_hidden: return (hidden, head) instead of the logits: the final states after ln_f
+        [B, L, E] and the output projection's weight (see `lm_logits`), for a loss that projects
+        the states a chunk at a time (`llmjax.tasks.losses.chunked_cross_entropy`).
 
     Returns:
-      float32 logits [B, L, vocab].
+      float32 logits [B, L, vocab], or (hidden, head) with `return_hidden`.
     """
     cfg = self.config
     kw = layers.dtypes(cfg)
@@ -219,13 +222,37 @@ class GPT(nn.Module):
     x = layers.norm(cfg.norm, epsilon=cfg.layer_norm_eps, name='ln_f', **kw)(x)
 
     if cfg.tie_embeddings:
-      logits = wte.attend(x)  # x @ wte^T
+      head = wte.embedding  # [vocab, E]
     else:
-      logits = layers.DenseGeneral((cfg.vocab_size,), ('embed', 'vocab'), ('vocab',),
-                                   use_bias=False, kernel_init=_init(cfg), name='lm_head', **kw)(x)
-    logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
-    # float32 so the loss and sampling never run in bfloat16.
-    return logits.astype(jnp.float32)
+      head = _Kernel((cfg.hidden_size, cfg.vocab_size), ('embed', 'vocab'), _init(cfg),
+                     kw['param_dtype'], name='lm_head')()
+    if return_hidden:
+      return x, head
+    return nn.with_logical_constraint(lm_logits(cfg, head, x), ('batch', 'length', 'vocab'))
+
+
+class _Kernel(nn.Module):
+  """The untied output projection's weight alone, so it keeps its name `lm_head/kernel`."""
+  shape: tuple[int, ...]
+  axes: tuple[str | None, ...]
+  kernel_init: layers.Initializer
+  param_dtype: layers.Dtype
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    return self.param('kernel', nn.with_logical_partitioning(self.kernel_init, self.axes),
+                      self.shape, self.param_dtype)
+
+
+def lm_logits(config: GPTConfig, head: jax.Array, x: jax.Array) -> jax.Array:
+  """The output projection: states x [..., E] -> float32 logits [..., vocab].
+
+  head: the tied `wte` embedding [vocab, E] (Press & Wolf, 2017), or the untied `lm_head` kernel
+  [E, vocab]. Computed in the config's compute dtype; float32 out so the loss and sampling never run
+  in bfloat16.
+  """
+  x, head = nn.dtypes.promote_dtype(x, head, dtype=layers.dtype(config.dtype))
+  return jnp.dot(x, head.T if config.tie_embeddings else head).astype(jnp.float32)
 
 
 def stack_layers(params: dict, num_layers: int) -> dict:

@@ -80,12 +80,14 @@ def _regressor(config, data):
   return RegressionTask(models.build(config.model, 1))
 
 
-def _lm_task(cls):
+def _lm_task(cls, *options):
+  """A language-model task of class `cls`; `options`: config.task keys its constructor takes."""
   def make(config, data):
     if data is not None and data.vocab_size > config.model.vocab_size:
       raise UserError(f'the tokenizer has {data.vocab_size} tokens but config.model.vocab_size='
                       f'{config.model.vocab_size}: set model.vocab_size >= {data.vocab_size}')
-    return cls(models.build(config.model), config.task.label_smoothing)
+    return cls(models.build(config.model), config.task.label_smoothing,
+               **{key: config.task[key] for key in options})
   return make
 
 
@@ -103,9 +105,11 @@ TASKS = {
     'token_classification': TaskSpec(
         lambda config, **kw: tagging.build(config, **kw), _tagger, ('bert_token_classifier',),
         TokenClassificationTask.METRICS),
-    'causal_lm': TaskSpec(lambda config, **kw: lm.build(config, **kw), _lm_task(CausalLMTask),
+    'causal_lm': TaskSpec(lambda config, **kw: lm.build(config, **kw),
+                          _lm_task(CausalLMTask, 'loss_chunk_size'),
                           ('gpt',), _LM_METRICS, sized_in_steps=True),
-    'mlm': TaskSpec(lambda config, **kw: lm.build_masked(config, **kw), _lm_task(MaskedLMTask),
+    'mlm': TaskSpec(lambda config, **kw: lm.build_masked(config, **kw),
+                    _lm_task(MaskedLMTask, 'max_predictions_per_seq', 'mask_rate'),
                     ('bert_mlm',), _LM_METRICS, sized_in_steps=True),
     'span_corruption': TaskSpec(lambda config, **kw: lm.build_span_corruption(config, **kw),
                                 _lm_task(Seq2SeqTask), ('t5',), _LM_METRICS,

@@ -1,12 +1,20 @@
-"""Cross-entropy with label smoothing (Szegedy et al. 2016), shared by every task.
+"""Cross-entropy with label smoothing (Szegedy et al. 2016), shared by every task, and its sums over
+weighted positions, whole or a chunk of positions at a time.
 
 With smoothing eps the target puts 1 - eps on the label and eps spread evenly over all K classes (as
 `optax.smooth_labels`), so the loss is (1 - eps) * NLL + eps * mean_k(-log p_k). Models are scored by
 the plain NLL (its perplexity is the one the literature reports); only the gradient sees smoothing.
+
+`chunked_cross_entropy` computes the same sums as `token_sums` of a language model's logits without
+ever holding the logits of more than one chunk of positions, forward or backward: for a vocabulary
+of 50,257, the logits of 16 x 256 tokens alone take 823 MB in float32, and their gradient as much.
 """
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -19,3 +27,85 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
     return nll, nll
   uniform = -jax.nn.log_softmax(logits, axis=-1).mean(-1)
   return (1.0 - label_smoothing) * nll + label_smoothing * uniform, nll
+
+
+def token_sums(logits: jax.Array, labels: jax.Array, weights: jax.Array,
+               label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """logits [..., K], labels and weights [...] -> (summed training loss, summed NLL, summed weight
+  of the correct argmax predictions), float32 scalars."""
+  objective, nll = cross_entropy(logits, labels, label_smoothing)
+  correct = (jnp.argmax(logits, -1) == labels) * weights
+  return jnp.sum(objective * weights), jnp.sum(nll * weights), jnp.sum(correct)
+
+
+def chunked_cross_entropy(project: Callable[[jax.Array, jax.Array], jax.Array], head: jax.Array,
+                          x: jax.Array, labels: jax.Array, weights: jax.Array, *,
+                          chunk_tokens: int, label_smoothing: float = 0.0
+                          ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`token_sums` of the logits project(head, x), computed a chunk of positions at a time.
+
+  Args:
+    project: (head, states [B, c, E]) -> float32 logits [B, c, K]; a pure function.
+    head: the projection's weight (e.g. a tied embedding [K, E]); differentiated.
+    x: states [B, L, E]; differentiated.
+    labels, weights: [B, L]; data, never differentiated.
+    chunk_tokens: about this many tokens per chunk: every row's next max(1, chunk_tokens // B)
+      positions, so a chunk keeps the batch axis and its sharding.
+    label_smoothing: as `cross_entropy`.
+
+  Returns:
+    (summed training loss, summed NLL, summed weight of correct predictions); only the first
+    carries a gradient (the others are metrics).
+  """
+  rows, length = labels.shape
+  size = max(1, min(length, chunk_tokens // rows))
+  count = -(-length // size)
+  pad = count * size - length
+
+  def chunks(a):  # [B, L, ...] -> [count, B, size, ...]; padding positions have weight 0.
+    a = jnp.pad(a, [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2))
+    return jnp.moveaxis(a.reshape((rows, count, size) + a.shape[2:]), 1, 0)
+
+  def chunk_sums(h, xc, yc, wc):
+    objective, nll, correct = token_sums(project(h, xc), yc, wc, label_smoothing)
+    return objective, (nll, correct)
+
+  zero = lambda: jnp.zeros((), jnp.float32)
+
+  @jax.custom_vjp
+  def sums(head, x, labels, weights):
+    def body(total, chunk):
+      objective, metrics = chunk_sums(head, *chunk)
+      return jax.tree.map(jnp.add, total, (objective, *metrics)), None
+    return jax.lax.scan(body, (zero(),) * 3, (chunks(x), chunks(labels), chunks(weights)))[0]
+
+  # Each chunk's gradient is computed in the forward pass, right after its logits, as Liger's fused
+  # linear cross-entropy does: the chunk's logits die at once, nothing recomputes them (a scan
+  # under jax.checkpoint would, a third more head FLOPs), and the residuals are only d x [B, L, E]
+  # and d head, scaled by the incoming cotangent in the backward pass.
+  def sums_fwd(head, x, labels, weights):
+    def body(carry, chunk):
+      total, d_head = carry
+      xc, yc, wc = chunk
+      objective, vjp, metrics = jax.vjp(lambda h, xc: chunk_sums(h, xc, yc, wc), head, xc,
+                                        has_aux=True)
+      dh, dx = vjp(jnp.ones_like(objective))
+      total = jax.tree.map(jnp.add, total, (objective, *metrics))
+      return (total, d_head + dh.astype(jnp.float32)), dx
+
+    (total, d_head), dx = jax.lax.scan(
+        body, ((zero(),) * 3, jnp.zeros(head.shape, jnp.float32)),
+        (chunks(x), chunks(labels), chunks(weights)))
+    dx = jnp.moveaxis(dx, 0, 1).reshape((rows, count * size) + x.shape[2:])[:, :length]
+    return total, (d_head.astype(head.dtype), dx)
+
+  def sums_bwd(residuals, cotangents):
+    d_head, dx = residuals
+    g = cotangents[0]  # The NLL and the correct count leave under stop_gradient.
+    # Labels and weights are data (the weights enter under stop_gradient): zero cotangents.
+    return ((g * d_head).astype(d_head.dtype), (g * dx).astype(dx.dtype),
+            np.zeros(labels.shape, jax.dtypes.float0), jnp.zeros(weights.shape, weights.dtype))
+
+  sums.defvjp(sums_fwd, sums_bwd)
+  objective, nll, correct = sums(head, x, labels, jax.lax.stop_gradient(weights))
+  return objective, jax.lax.stop_gradient(nll), jax.lax.stop_gradient(correct)

@@ -27,8 +27,8 @@ class SFTTask(CausalLMTask):
   METRICS = ('loss', 'perplexity', 'accuracy', 'exact_match')
 
   def __init__(self, model, tokenizer: tokenizers_lib.TextTokenizer, *, max_new_tokens: int,
-               label_smoothing: float = 0.0):
-    super().__init__(model, label_smoothing)
+               label_smoothing: float = 0.0, loss_chunk_size: int = 0):
+    super().__init__(model, label_smoothing, loss_chunk_size=loss_chunk_size)
     self.tokenizer = tokenizer
     self.max_new_tokens = max_new_tokens
 
@@ -87,4 +87,5 @@ def make(config: ml_collections.ConfigDict, data=None) -> SFTTask:
     raise UserError(f'the tokenizer has {tokenizer.vocab_size} tokens but config.model.vocab_size='
                     f'{config.model.vocab_size}: set model.vocab_size >= {tokenizer.vocab_size}')
   return SFTTask(models.build(config.model), tokenizer, max_new_tokens=config.task.max_new_tokens,
-                 label_smoothing=config.task.label_smoothing)
+                 label_smoothing=config.task.label_smoothing,
+                 loss_chunk_size=config.task.loss_chunk_size)
