@@ -5,12 +5,21 @@ JSON `meta` item with what the loop needs to resume exactly: the step, early-sto
 the history of evaluations. Saves are asynchronous. The last `keep` checkpoints are kept, plus the best
 one by the validation metric, which the caller names. Restoring onto another mesh works because the caller passes the target
 tree with its shardings.
+
+A checkpoint that cannot be read (a truncated file, a disk that filled up) is never the end of a
+run: `restore_latest` warns and falls back to the one before, and moves the damaged one to
+`<directory>/../damaged_checkpoints/`. A save killed midway leaves a
+`<step>.orbax-checkpoint-tmp` directory, which orbax never lists, so it is not restored either.
 """
 
 import dataclasses
 import pathlib
+import time
 
+import jax
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from llmjax.errors import UserError
@@ -67,6 +76,42 @@ class Checkpointer:
           f'{_cause(e)}); move it out of the way to resume from an earlier one, or pass a new '
           f'--workdir') from e
     return restored.state, restored.meta
+
+  def restore_latest(self, target):
+    """(step, state, meta) of the newest checkpoint that restores, or None when there is none.
+
+    Newer ones that fail are moved aside, once an older one has restored, with a warning naming
+    the step and the cause (a later save of the same step would collide with them). If none
+    restores, nothing is moved (a config that no longer matches fails them all) and the newest's
+    error is raised."""
+    damaged = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        state, meta = self.restore(step, target)
+      except UserError as e:
+        logging.warning('The checkpoint of step %d does not restore (%s); trying the previous one.',
+                        step, _cause(e.__cause__ or e))
+        damaged.append((step, e))
+        continue
+      for bad, _ in damaged:
+        logging.warning('Moved the damaged checkpoint of step %d to %s; resuming from step %d.',
+                        bad, self._move_aside(bad), step)
+      return step, state, meta
+    if damaged:
+      raise damaged[0][1]
+    return None
+
+  def _move_aside(self, step: int) -> pathlib.Path:
+    """Moves the checkpoint of `step` out of the manager's directory (kept for inspection)."""
+    # Suffixed with the time: the same step may be damaged again in a later attempt.
+    moved = self.directory.parent / 'damaged_checkpoints' / f'{step}.{int(time.time())}'
+    if jax.process_index() == 0:
+      moved.parent.mkdir(exist_ok=True)
+      (self.directory / str(step)).rename(moved)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'llmjax: checkpoint {step} moved aside')
+    self._manager.reload()
+    return moved
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

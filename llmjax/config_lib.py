@@ -141,6 +141,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 200  # Also saved after every evaluation and at the end.
   c.checkpoint.keep = 2           # The last `keep` checkpoints are kept, plus the best one.
+  # SIGTERM (preemption) saves at the current step and exits 0. Several processes agree on that
+  # step every `preemption_sync_steps` steps (an all-gather of one flag between hosts).
+  c.checkpoint.preemption_sync_steps = 10
+  # A step whose loss or gradient norm is not finite: 'stop' ends the run naming the step, the last
+  # checkpoint (from before it) intact; 'skip' leaves parameters and optimizer state unchanged and
+  # counts it (metric `skipped_steps`).
+  c.on_nonfinite = 'stop'
 
   c.log_every_steps = 20
   return c
@@ -356,6 +363,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   need(config.tokenizer.kind in ('wordpiece', 'gpt2_bpe', 'sentencepiece'), 'tokenizer.kind',
        'must be wordpiece, gpt2_bpe or sentencepiece')
   need(config.eval.patience >= 0, 'eval.patience', 'must be >= 0 (0 = no early stopping)')
+  need(config.on_nonfinite in ('stop', 'skip'), 'on_nonfinite', 'must be stop or skip')
+  need(config.checkpoint.preemption_sync_steps > 0, 'checkpoint.preemption_sync_steps',
+       'must be > 0 (steps between the processes agreeing on a SIGTERM)')
   buckets = tuple(config.data.buckets)
   need(list(buckets) == sorted(set(buckets)) and buckets and buckets[0] > 2, 'data.buckets',
        'must be increasing lengths > 2')

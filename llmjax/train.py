@@ -5,12 +5,21 @@ the step is one `jax.jit` with named shardings and a donated state, and the drop
 the step inside it, so a resumed run continues exactly where a checkpoint left it. Evaluation runs
 every `eval.every_steps` and at each epoch end; the best checkpoint by the validation metric is
 finally scored on the test split.
+
+Faults lose nothing. SIGTERM (how TPU and cluster schedulers preempt) saves a checkpoint at the
+current step and returns a result marked `preempted` (the command exits 0, and starting it again
+resumes there). A step whose loss or gradients are not finite stops the run with its step named,
+before anything non-finite is saved (`on_nonfinite='stop'`), or leaves the parameters and optimizer
+state as they were and is counted (`'skip'`). A checkpoint that does not restore is set aside for
+the one before it (`checkpoint.Checkpointer.restore_latest`).
 """
 
 import copy
 import functools
 import json
 import pathlib
+import signal
+import threading
 import time
 from typing import Any
 
@@ -103,6 +112,7 @@ def load_pretrained(params, pretrained: dict) -> Any:
 
 def make_train_step(task, tx, config, mesh, state_shardings):
   accum = config.optim.grad_accum_steps
+  skip_nonfinite = config.on_nonfinite == 'skip'
   batch_sharding = sharding.batch_sharding(mesh, config)
   dropout_key = jax.random.fold_in(jax.random.key(config.seed, impl=config.rng_impl), 1)
 
@@ -131,9 +141,18 @@ def make_train_step(task, tx, config, mesh, state_shardings):
       (grads, sums), _ = jax.lax.scan(body, zeros, jnp.arange(accum))
     # Mean over the real examples of the whole batch, however it was split.
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums['weight'], 1.0), grads)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(sums['loss']) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {**sums, 'grad_norm': optax.tree.norm(grads)}
+    if skip_nonfinite:
+      # A bad step is a no-op: parameters and optimizer state (Adam's moments and count) stay as
+      # they were, and its sums do not count. One select per element, fused into the update.
+      keep = functools.partial(jnp.where, finite)
+      params = jax.tree.map(keep, params, state.params)
+      opt_state = jax.tree.map(keep, opt_state, state.opt_state)
+      sums = jax.tree.map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), sums)
+    metrics = {**sums, 'grad_norm': grad_norm, 'finite': finite}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
@@ -196,6 +215,42 @@ def _improved(value, best, mode):
   return best is None or (value > best if mode == 'max' else value < best)
 
 
+class _Preemption:
+  """Within `with`: SIGTERM sets a flag (a handler that does no work), which the loop polls.
+
+  With several processes, `requested` combines the flags of all processes (an all-gather of one
+  integer between hosts) every `sync_steps` steps, so all of them save the same step. The cost is
+  that collective, and the host waiting there for the step in flight, once every `sync_steps`."""
+
+  def __init__(self, sync_steps: int):
+    self.sync_steps = sync_steps
+    self.signalled = False
+    self._previous = None
+
+  def __enter__(self):
+    # Python lets only the main thread install handlers; elsewhere (a notebook's worker thread)
+    # SIGTERM keeps its old meaning.
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.signalled = True
+
+  def __exit__(self, *exc_info):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def requested(self, step: int) -> bool:
+    """Whether to save and stop after `step` (0-based); the same answer in every process."""
+    if jax.process_count() == 1:
+      return self.signalled
+    if (step + 1) % self.sync_steps:
+      return False
+    return bool(np.any(multihost_utils.process_allgather(np.int32(self.signalled))))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
                        devices=None) -> dict[str, Any]:
   """Runs (or resumes) the experiment `config` in `workdir`; returns the final summary."""
@@ -219,10 +274,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                100 * trained / total)
   checkpoints = checkpoint_lib.Checkpointer(workdir / 'checkpoints', keep=config.checkpoint.keep)
   meta = {'step': 0, 'best': None, 'best_step': None, 'bad_evals': 0, 'stopped_early': False,
-          'epoch_loss': {}, 'evals': [], 'label_names': list(config.data.label_names)}
-  latest = checkpoints.latest_step()
-  if latest is not None:
-    state, meta = checkpoints.restore(latest, _abstract(state, state_shardings))
+          'epoch_loss': {}, 'evals': [], 'label_names': list(config.data.label_names),
+          'skipped_steps': 0}
+  restored = checkpoints.restore_latest(_abstract(state, state_shardings))
+  if restored is not None:
+    latest, state, meta = restored
+    meta.setdefault('skipped_steps', 0)  # Checkpoints from before `on_nonfinite` lack it.
     _check_labels(meta, config, checkpoints.directory)
     logging.info('Resumed from the checkpoint of step %d in %s.', latest, checkpoints.directory)
   elif config.model.init_from:
@@ -237,6 +294,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     schedule = optim.learning_rate(config.optim, num_steps)
     progress = summary_lib.Progress(num_steps, start_step=meta['step'])
 
+    def nonfinite(step, sums):
+      """Step `step` (1-based) had a non-finite loss or gradient norm: count it, or stop."""
+      if config.on_nonfinite == 'skip':
+        meta['skipped_steps'] += 1
+        logging.warning('step %d: non-finite loss or gradients (gradient norm %s); skipped it, '
+                        'parameters unchanged (%d skipped so far).', step, sums['grad_norm'],
+                        meta['skipped_steps'])
+        return
+      checkpoints.wait()  # The last good checkpoint, started before this step, lands whole.
+      latest = checkpoints.latest_step()
+      kept = (f'the latest checkpoint, of step {latest}, precedes it' if latest is not None
+              else 'no checkpoint saved yet')
+      raise UserError(
+          f'step {step}: the loss ({sums["loss"]}) or gradient norm ({sums["grad_norm"]}) is not '
+          f'finite; stopped ({kept}): lower optim.lr, check the data, or pass '
+          f'--config.on_nonfinite=skip')
+
     def flush(window):
       """Fetches the sums of finished steps and writes them (called one step late)."""
       if not window:
@@ -244,12 +318,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       sums = jax.device_get([m for _, m, _ in window])
       last = window[-1][0]
       for (step, _, _), s in zip(window, sums):
+        if not s['finite']:
+          nonfinite(step + 1, s)
         epoch = str(step // steps_per_epoch if steps_per_epoch else 0)
         loss, w = meta['epoch_loss'].get(epoch, (0.0, 0.0))
         meta['epoch_loss'][epoch] = (loss + float(s['loss']), w + float(s['weight']))
-      total = {k: sum(float(s[k]) for s in sums) for k in sums[0] if k != 'grad_norm'}
+      total = {k: sum(float(s[k]) for s in sums) for k in sums[0]
+               if k not in ('grad_norm', 'finite')}
       scalars = task.train_metrics(total)
       scalars.update(grad_norm=float(sums[-1]['grad_norm']), learning_rate=float(schedule(last)))
+      if config.on_nonfinite == 'skip':
+        scalars['skipped_steps'] = meta['skipped_steps']
       if steps_per_epoch:
         scalars['epoch'] = (last + 1) / steps_per_epoch
       tokens = sum(t for _, _, (t, _) in window)
@@ -273,43 +352,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
     row_flops = functools.cache(
         lambda inputs, targets: model_info.train_flops(config, shapes, inputs, targets))
-    window, pending = [], None
+    window, pending, preempted = [], None, False
     train_iter = data.train_iter(meta['step'])
     # A run that stopped early and is started again goes straight to the test evaluation.
-    for step in range(meta['step'], meta['step'] if meta['stopped_early'] else num_steps):
-      batch = next(train_iter)
-      rows, inputs, targets = model_info.batch_shape(batch)
-      work = (task.tokens(batch) * jax.process_count(),
-              rows * jax.process_count() * row_flops(inputs, targets))
-      state, metrics = train_step(state, sharding.global_batch(batch, mesh, config))
-      flush(pending)  # The previous window: its steps are done, so this fetch does not stall.
-      pending = None
-      window.append((step, metrics, work))
-      done = step + 1
-      end_of_epoch = bool(steps_per_epoch) and done % steps_per_epoch == 0
-      do_eval = end_of_epoch or done == num_steps or (
-          config.eval.every_steps and done % config.eval.every_steps == 0)
-      do_save = do_eval or done % config.checkpoint.every_steps == 0
-      if do_save or done % config.log_every_steps == 0:
-        pending, window = window, []
-      if not do_save:
-        continue
-      # A checkpoint's meta must account for every step before it: flush now, not one step late.
-      flush(pending)
-      pending = None
-      if do_eval:
-        run_eval(done)
-      meta['step'] = done
-      patience = config.eval.patience
-      meta['stopped_early'] = bool(do_eval and patience and meta['bad_evals'] >= patience)
-      checkpoints.save(done, state, copy.deepcopy(meta), pin=meta['best_step'])
-      progress.restart_clock()  # Evaluation and saving are not training time.
-      if meta['stopped_early']:
-        logging.info('Early stopping: %d evaluations without a better validation %s.', patience,
-                     config.eval.metric)
-        break
+    with _Preemption(config.checkpoint.preemption_sync_steps) as preemption:
+      for step in range(meta['step'], meta['step'] if meta['stopped_early'] else num_steps):
+        batch = next(train_iter)
+        rows, inputs, targets = model_info.batch_shape(batch)
+        work = (task.tokens(batch) * jax.process_count(),
+                rows * jax.process_count() * row_flops(inputs, targets))
+        state, metrics = train_step(state, sharding.global_batch(batch, mesh, config))
+        flush(pending)  # The previous window: its steps are done, so this fetch does not stall.
+        pending = None
+        window.append((step, metrics, work))
+        done = step + 1
+        end_of_epoch = bool(steps_per_epoch) and done % steps_per_epoch == 0
+        do_eval = end_of_epoch or done == num_steps or (
+            config.eval.every_steps and done % config.eval.every_steps == 0)
+        preempted = preemption.requested(step)
+        do_save = do_eval or preempted or done % config.checkpoint.every_steps == 0
+        if do_save or done % config.log_every_steps == 0:
+          pending, window = window, []
+        if not do_save:
+          continue
+        # A checkpoint's meta must account for every step before it: flush now, not one step late.
+        flush(pending)
+        pending = None
+        if do_eval:
+          run_eval(done)
+        meta['step'] = done
+        patience = config.eval.patience
+        meta['stopped_early'] = bool(do_eval and patience and meta['bad_evals'] >= patience)
+        checkpoints.save(done, state, copy.deepcopy(meta), pin=meta['best_step'])
+        progress.restart_clock()  # Evaluation and saving are not training time.
+        if preempted:
+          checkpoints.wait()
+          logging.info('Preempted (SIGTERM): saved the checkpoint of step %d; start the same '
+                       'command again to resume.', done)
+          break
+        if meta['stopped_early']:
+          logging.info('Early stopping: %d evaluations without a better validation %s.', patience,
+                       config.eval.metric)
+          break
     flush(pending)
     checkpoints.wait()
+    if preempted:  # No test evaluation or export: the run is not finished.
+      checkpoints.close()
+      writer.close()
+      return {'steps': meta['step'], 'preempted': True, 'skipped_steps': meta['skipped_steps'],
+              'wall_time_s': time.time() - start_time}
 
     best_step = meta['best_step']
     if best_step != meta['step']:
@@ -332,6 +423,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       'steps': meta['step'],
       'best_step': best_step,
       'stopped_early': meta['stopped_early'],
+      'preempted': False,
+      'skipped_steps': meta['skipped_steps'],
       'epoch_loss': {int(e): l / max(w, 1) for e, (l, w) in meta['epoch_loss'].items()},
       'validation': meta['evals'],
       'test': test_metrics,
