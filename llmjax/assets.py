@@ -138,6 +138,15 @@ def cache_dir() -> pathlib.Path:
   return pathlib.Path(os.environ.get('LLMJAX_CACHE') or pathlib.Path.home() / '.cache' / 'llmjax')
 
 
+def use_compilation_cache() -> None:
+  """Recompiling the same step on every run costs seconds; JAX's persistent cache under
+  `cache_dir()` makes it ~free (unless a cache directory is configured already)."""
+  import jax  # pylint: disable=g-import-not-at-top  (only the commands that compile need it)
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir', str(cache_dir() / 'jax_cache'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1)
+
+
 def _asset(name: str) -> Asset:
   if name not in ASSETS:
     raise UserError(f'unknown asset {name!r}: choose one of {", ".join(sorted(ASSETS))}')

@@ -32,7 +32,6 @@ import contextlib
 import json
 import resource
 import statistics
-import sys
 import time
 
 import flax.linen as nn
@@ -40,11 +39,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from llmjax import lora, model_info, optim, sharding, tasks, train
-from llmjax.errors import UserError
+from llmjax import errors, lora, model_info, optim, sharding, tasks, train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].')
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (the median is reported).')
@@ -243,12 +241,8 @@ def format_table(r: dict) -> str:
 
 def main(argv):
   del argv
-  try:
-    result = measure(_CONFIG.value, steps=_STEPS.value, warmup=_WARMUP.value,
-                     batches=_BATCHES.value, input_batches=_INPUT_BATCHES.value)
-  except UserError as e:
-    print(f'llmjax: error: {e}', file=sys.stderr)
-    sys.exit(2)
+  result = measure(_CONFIG.value, steps=_STEPS.value, warmup=_WARMUP.value,
+                   batches=_BATCHES.value, input_batches=_INPUT_BATCHES.value)
   print(format_table(result))
   if _OUT.value:
     with open(_OUT.value, 'w') as f:
@@ -257,4 +251,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  errors.run(main)

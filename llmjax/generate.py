@@ -16,13 +16,12 @@ for span corruption, the sentinels and the spans it guesses for them: write <ext
 
 import pathlib
 import re
-import sys
 
 import jax
 import numpy as np
 from absl import app, flags
 
-from llmjax import decoding, lora, tasks, train
+from llmjax import decoding, errors, lora, tasks, train
 from llmjax.data import lm
 from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
@@ -136,23 +135,19 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   prompts = list(_PROMPT.value)
-  try:
-    if _PROMPTS_FILE.value:
-      path = pathlib.Path(_PROMPTS_FILE.value)
-      if not path.exists():
-        raise UserError(f'--prompts_file={path} does not exist')
-      prompts += [line for line in path.read_text().splitlines() if line.strip()]
-    texts = generate_texts(_WORKDIR.value, prompts, max_new_tokens=_MAX_NEW_TOKENS.value,
-                           temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
-                           num_beams=_NUM_BEAMS.value, length_penalty=_LENGTH_PENALTY.value,
-                           seed=_SEED.value)
-  except UserError as e:
-    print(f'llmjax: error: {e}', file=sys.stderr)
-    sys.exit(2)
+  if _PROMPTS_FILE.value:
+    path = pathlib.Path(_PROMPTS_FILE.value)
+    if not path.exists():
+      raise UserError(f'--prompts_file={path} does not exist')
+    prompts += [line for line in path.read_text().splitlines() if line.strip()]
+  texts = generate_texts(_WORKDIR.value, prompts, max_new_tokens=_MAX_NEW_TOKENS.value,
+                         temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
+                         num_beams=_NUM_BEAMS.value, length_penalty=_LENGTH_PENALTY.value,
+                         seed=_SEED.value)
   for prompt, text in zip(prompts, texts):
     print(f'{prompt} >>> {text}')
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir'])
-  app.run(main)
+  errors.run(main)

@@ -12,13 +12,12 @@ use the run's own config.json; with it (and its overrides) they can score e.g. a
 """
 
 import logging as py_logging
-import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from llmjax import assets, distributed
+from llmjax import assets, distributed, errors
 from llmjax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].',
@@ -54,9 +53,7 @@ def main(argv):
   # Orbax reports every step of every save at INFO; keep its warnings only.
   logging.get_absl_logger().addFilter(
       lambda record: record.levelno >= py_logging.WARNING or '/orbax/' not in record.pathname)
-  # Recompiling the same step on every run costs seconds; the persistent cache makes it ~free.
-  jax.config.update('jax_compilation_cache_dir', str(assets.cache_dir() / 'jax_cache'))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1)
+  assets.use_compilation_cache()
   # Before any other JAX call: joining a job changes what jax.devices() lists.
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                          _PROCESS_ID.value, initialization_timeout=_INIT_TIMEOUT.value,
@@ -77,14 +74,7 @@ def main(argv):
 
 
 def run():
-  # A mistake the user can fix is one line, whether it is found while the flags are parsed (a bad
-  # config argument) or during the run (a bad value, a missing asset); tracebacks are for bugs.
-  try:
-    app.run(main)
-  except UserError as e:
-    logging.flush()
-    print(f'llmjax: error: {e}', file=sys.stderr)
-    sys.exit(2)
+  errors.run(main)
 
 
 if __name__ == '__main__':

@@ -16,17 +16,14 @@ add one more copy of the parameters while a step runs. Activations depend on the
 and are not counted.
 """
 
-import sys
-
 import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from llmjax import lora, models, optim, tasks
-from llmjax.errors import UserError
+from llmjax import errors, lora, models, optim, tasks
 from llmjax.data import translation
 from llmjax.tasks import masking
 
@@ -119,11 +116,7 @@ def human(n: float, unit: str = '') -> str:
 def main(argv):
   del argv
   config = flags.FLAGS.config
-  try:
-    info = describe(config)
-  except UserError as e:
-    print(f'llmjax: error: {e}', file=sys.stderr)
-    sys.exit(2)
+  info = describe(config)
   print(f'parameters          {info["params"]:,}  '
         + ', '.join(f'{k} {v:,}' for k, v in info['params_by_module'].items()))
   print(f'  in embeddings     {info["embedding_params"]:,}')
@@ -140,4 +133,4 @@ if __name__ == '__main__':
   # Defined here, not on import: llmjax.bench imports this module and has its own --config.
   config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].')
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  errors.run(main)

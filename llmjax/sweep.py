@@ -48,6 +48,7 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from llmjax import errors
 from llmjax.errors import UserError
 
 
@@ -302,12 +303,8 @@ def _main(argv):
   from ml_collections import config_flags
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  import jax
   from llmjax import assets
-  # As llmjax.main: the runs of a sweep share their compiled steps through the persistent cache.
-  if not jax.config.jax_compilation_cache_dir:
-    jax.config.update('jax_compilation_cache_dir', str(assets.cache_dir() / 'jax_cache'))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1)
+  assets.use_compilation_cache()  # The runs of a sweep share their compiled steps.
   flag = flags.FLAGS['config']
   if flags.FLAGS.parallel < 1:
     raise UserError(f'--parallel={flags.FLAGS.parallel} must be >= 1: runs at a time')
@@ -329,12 +326,7 @@ def run():
   flags.DEFINE_boolean('print', False, 'Print the training command of every run; train nothing.')
   flags.DEFINE_boolean('collect', False, 'Only tabulate and plot the finished runs.')
   flags.mark_flags_as_required(['config', 'workdir'])
-  try:
-    app.run(_main)
-  except UserError as e:  # One line, as llmjax.main prints it.
-    logging.flush()
-    print(f'llmjax: error: {e}', file=sys.stderr)
-    sys.exit(2)
+  errors.run(_main)
 
 
 if __name__ == '__main__':
