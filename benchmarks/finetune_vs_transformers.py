@@ -109,9 +109,7 @@ def run_transformers(config, data, task, threads: int, pad_to: int = 0) -> dict:
                            {'params': rest, 'weight_decay': 0.0}],
                           lr=config.optim.lr, betas=(config.optim.b1, config.optim.b2),
                           eps=config.optim.eps, fused=True)
-  steps_per_epoch = data.steps_per_epoch
-  total = config.num_train_steps if config.num_train_steps > 0 else (
-      config.num_epochs * steps_per_epoch)
+  total = train.total_steps(config, data)
   schedule = optim.learning_rate(config.optim, total)
   lr_lambda = lambda step: float(schedule(step)) / config.optim.lr  # noqa: E731
   scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
@@ -144,11 +142,7 @@ def run_transformers(config, data, task, threads: int, pad_to: int = 0) -> dict:
     model.train()
     return task.summarize(outputs)
 
-  checks = set(eval_steps(config, steps_per_epoch, total))
-  best, best_step, best_state, evals = None, None, None, []
-  start = time.time()
-  model.train()
-  for step, batch in zip(range(total), data.train_iter()):
+  def step_loss(batch):
     logits = forward(batch)
     weight = torch.as_tensor(batch['weight'])
     if regression:
@@ -157,7 +151,22 @@ def run_transformers(config, data, task, threads: int, pad_to: int = 0) -> dict:
       per_row = torch.nn.functional.cross_entropy(
           logits, torch.as_tensor(batch['label'], dtype=torch.long), reduction='none',
           label_smoothing=config.task.label_smoothing)
-    loss = (per_row * weight).sum() / weight.sum().clamp(min=1)
+    return (per_row * weight).sum() / weight.sum().clamp(min=1)
+
+  return train_torch(model, opt, scheduler, config, data, total, step_loss, evaluate)
+
+
+def train_torch(model, opt, scheduler, config, data, total: int, step_loss, evaluate) -> dict:
+  """The transformers side's loop: `total` steps of `step_loss(batch)` over llmjax's train batches,
+  `evaluate('validation')` at llmjax's evaluation steps, the best of them (by `eval.metric`, ties
+  to the earlier step) scored with `evaluate('test')`."""
+  import torch
+  checks = set(eval_steps(config, data.steps_per_epoch, total))
+  best, best_step, best_state, evals = None, None, None, []
+  start = time.time()
+  model.train()
+  for step, batch in zip(range(total), data.train_iter()):
+    loss = step_loss(batch)
     opt.zero_grad()
     loss.backward()
     if config.optim.clip_norm > 0:
@@ -173,8 +182,7 @@ def run_transformers(config, data, task, threads: int, pad_to: int = 0) -> dict:
         best, best_step = metrics[config.eval.metric], step + 1
         best_state = copy.deepcopy(model.state_dict())
   model.load_state_dict(best_state)
-  test = evaluate('test')
-  return {'best_step': best_step, 'validation': evals, 'test': test,
+  return {'best_step': best_step, 'validation': evals, 'test': evaluate('test'),
           'wall_time_s': time.time() - start}
 
 

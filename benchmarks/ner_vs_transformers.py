@@ -23,10 +23,8 @@ decay (none on biases and LayerNorm), the same warmup + decay (LambdaLR over
 Prints both runs' test metrics, their difference and wall times; `--out` writes them as JSON.
 """
 
-import copy
 import pathlib
 import sys
-import time
 
 import numpy as np
 
@@ -36,7 +34,7 @@ for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, witho
     sys.path.insert(0, str(path))
 
 import finetune_vs_transformers as finetune  # noqa: E402
-from llmjax import assets, models, optim, tasks  # noqa: E402
+from llmjax import assets, models, optim, tasks, train  # noqa: E402
 
 
 def run_transformers(config, data, task, threads: int) -> dict:
@@ -59,8 +57,7 @@ def run_transformers(config, data, task, threads: int) -> dict:
   opt = torch.optim.AdamW([{'params': decay, 'weight_decay': o.weight_decay},
                            {'params': no_decay, 'weight_decay': 0.0}],
                           lr=o.lr, betas=(o.b1, o.b2), eps=o.eps)
-  total = config.num_train_steps if config.num_train_steps > 0 else (
-      config.num_epochs * data.steps_per_epoch)
+  total = train.total_steps(config, data)
   schedule = optim.learning_rate(o, total)
   scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: float(schedule(s)) / o.lr)
 
@@ -84,30 +81,11 @@ def run_transformers(config, data, task, threads: int) -> dict:
     model.train()
     return task.summarize(outputs)
 
-  checks = set(finetune.eval_steps(config, data.steps_per_epoch, total))
-  best, best_step, best_state, evals = None, None, None, []
-  start = time.time()
-  model.train()
-  for step, batch in zip(range(total), data.train_iter()):
+  def step_loss(batch):
     labels = np.where(batch['weights'] > 0, batch['labels'], -100)
-    loss = model(**inputs(batch), labels=torch.as_tensor(labels, dtype=torch.long)).loss
-    opt.zero_grad()
-    loss.backward()
-    if o.clip_norm > 0:
-      torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_norm)
-    opt.step()
-    scheduler.step()
-    if step + 1 in checks:
-      metrics = evaluate('validation')
-      evals.append({'step': step + 1, **metrics})
-      print(f'transformers step {step + 1} validation {config.eval.metric} '
-            f'{metrics[config.eval.metric]:.4f} ({time.time() - start:.0f} s)', flush=True)
-      if finetune.improved(metrics[config.eval.metric], best, config.eval.mode):
-        best, best_step = metrics[config.eval.metric], step + 1
-        best_state = copy.deepcopy(model.state_dict())
-  model.load_state_dict(best_state)
-  return {'best_step': best_step, 'validation': evals, 'test': evaluate('test'),
-          'wall_time_s': time.time() - start}
+    return model(**inputs(batch), labels=torch.as_tensor(labels, dtype=torch.long)).loss
+
+  return finetune.train_torch(model, opt, scheduler, config, data, total, step_loss, evaluate)
 
 
 def main(argv=None) -> dict:
