@@ -19,17 +19,25 @@ from llmjax.errors import UserError
 from llmjax import models, tasks
 from llmjax.data import translation as translation_lib
 
-# Logical axis -> mesh axes (MaxText style). Changing the parallelism of a run is a change here.
-DEFAULT_LOGICAL_RULES = (
-    ('batch', ('data', 'fsdp')),
-    ('length', None),
-    ('embed', 'fsdp'),
-    ('heads', 'tensor'),
-    ('kv', None),
-    ('mlp', 'tensor'),
-    ('vocab', 'tensor'),
-    ('layers', None),  # The stacked-blocks axis of nn.scan: every device holds all of it.
-)
+# Parallelism presets (MaxText style): each is a table from the logical axis names the models give
+# their parameters and activations to the mesh axis that splits them. `config.parallelism` joins
+# presets with '+'; a logical axis two presets split is split over both mesh axes, in that order.
+# `sequence` is Megatron's sequence parallelism (Korthikanti et al. 2022): it reuses the tensor axis,
+# so between attention and MLP (residual stream, layer norms, dropout) each tensor device holds
+# 1/tensor of the positions, and inside them heads and hidden units keep the split (see
+# LOGICAL_AXES).
+PARALLELISM_PRESETS = {
+    'data': {'batch': 'data'},
+    'fsdp': {'batch': 'fsdp', 'embed': 'fsdp'},  # ZeRO-3: parameters and optimizer state sharded.
+    'tensor': {'heads': 'tensor', 'mlp': 'tensor', 'vocab': 'tensor'},  # Megatron.
+    'sequence': {'length': 'tensor'},
+}
+# Every logical axis of the models, in the order Flax resolves them: where two axes of one array want
+# the same mesh axis, the earlier takes it and the later is not split. So activations [batch, length,
+# embed] split by row, not by width, under fsdp; and under tensor+sequence, attention and the MLP
+# split by head or hidden unit, the residual stream by position. 'layers' is nn.scan's
+# stacked-blocks axis: every device holds all of it.
+LOGICAL_AXES = ('batch', 'heads', 'mlp', 'vocab', 'embed', 'length', 'kv', 'layers')
 MESH_AXES = ('data', 'fsdp', 'tensor')
 
 
@@ -125,7 +133,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.lora.trainable = r'^classifier/'   # Regex of what trains fully besides: a new task head.
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # One size may be -1.
-  c.logical_rules = DEFAULT_LOGICAL_RULES
+  # What the mesh axes split: presets of PARALLELISM_PRESETS joined with '+' (data, fsdp, tensor,
+  # sequence). `logical_rules`, (logical axis, mesh axes) pairs, replaces the presets' rule of each
+  # axis it names and comes first, so it also wins a mesh axis two axes of one array want; e.g.
+  # (('vocab', None),) keeps a vocabulary the tensor size does not divide whole.
+  c.parallelism = 'data+fsdp+tensor'
+  c.logical_rules = ()
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every_steps = 0          # 0 = only at the end of each epoch.
@@ -393,12 +406,25 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
          f'is not divisible by the data-parallel size data*fsdp={dp}: use a multiple of {dp}')
   need(config.batch_size % (dp * config.optim.grad_accum_steps) == 0, 'optim.grad_accum_steps',
        f'splits batch_size={config.batch_size} into microbatches not divisible by data*fsdp={dp}')
+  parallelism_presets(config.parallelism)
   mesh_axes = set(MESH_AXES)
   for rule in config.logical_rules:
+    need(rule[0] in LOGICAL_AXES, 'logical_rules',
+         f'names an unknown logical axis {rule[0]!r}: use one of {", ".join(LOGICAL_AXES)}')
     axes = rule[1] if isinstance(rule[1], (tuple, list)) else (rule[1],)
     for axis in axes:
       need(axis is None or axis in mesh_axes, 'logical_rules',
            f'maps {rule[0]!r} to an unknown mesh axis {axis!r}')
+
+
+def parallelism_presets(parallelism: str) -> list[str]:
+  """'fsdp+tensor' -> ['fsdp', 'tensor']; a name not in PARALLELISM_PRESETS is a UserError."""
+  names = parallelism.split('+')
+  for name in names:
+    if name not in PARALLELISM_PRESETS:
+      raise UserError(f'config.parallelism={parallelism!r} names an unknown preset {name!r}: join '
+                      f'presets of {", ".join(PARALLELISM_PRESETS)} with +, e.g. fsdp+tensor')
+  return names
 
 
 def mesh_shape(mesh: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]:

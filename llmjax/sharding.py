@@ -1,8 +1,10 @@
 """The device mesh and the map from logical axis names to it.
 
-Models name the axes of their parameters and activations (`batch`, `embed`, `heads`, ...); the
-config's `logical_rules` map those names to the mesh axes `data`, `fsdp` and `tensor`. Changing the
-parallelism of a run is a change of `config.mesh` and `config.logical_rules`, never of the model.
+Models name the axes of their parameters and activations (`batch`, `embed`, `heads`, ...); rules map
+those names to the mesh axes `data`, `fsdp` and `tensor`. A run picks named presets of rules with
+`config.parallelism` ('fsdp+tensor'; the tables are config_lib.PARALLELISM_PRESETS) and may replace
+the rule of any name with `config.logical_rules`. Changing the parallelism of a run is a change of
+`config.parallelism`, `config.mesh` and perhaps `config.logical_rules`, never of the model.
 """
 
 import math
@@ -29,9 +31,32 @@ def make_mesh(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] |
                        axis_types=(AxisType.Auto,) * len(config_lib.MESH_AXES), devices=devices)
 
 
-def rules(config: ml_collections.ConfigDict) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
-  return tuple((name, tuple(axes) if isinstance(axes, (list, tuple)) else axes)
-               for name, axes in config.logical_rules)
+MeshAxes = str | tuple[str, ...] | None
+
+
+def _mesh_axes(axes) -> MeshAxes:
+  """One spelling for each split: None, 'fsdp' or ('data', 'fsdp') (never () or ('fsdp',))."""
+  axes = tuple(axes) if isinstance(axes, (list, tuple)) else (axes,)
+  axes = tuple(a for a in axes if a is not None)
+  return None if not axes else axes[0] if len(axes) == 1 else axes
+
+
+def rules(config: ml_collections.ConfigDict) -> tuple[tuple[str, MeshAxes], ...]:
+  """The logical-axis rules of a run, as Flax's `logical_axis_rules` takes them.
+
+  First `config.logical_rules` as written; then, for every logical axis they do not name, the presets
+  of `config.parallelism` merged: an axis several presets split is split over all their mesh axes,
+  in the order the presets are named. The default 'data+fsdp+tensor' splits batch over data x fsdp,
+  embed over fsdp and heads, mlp and vocab over tensor.
+  """
+  explicit = tuple((name, _mesh_axes(axes)) for name, axes in config.logical_rules)
+  named = {name for name, _ in explicit}
+  merged = {name: () for name in config_lib.LOGICAL_AXES if name not in named}
+  for preset in config_lib.parallelism_presets(config.parallelism):
+    for name, axis in config_lib.PARALLELISM_PRESETS[preset].items():
+      if name in merged and axis not in merged[name]:
+        merged[name] += (axis,)
+  return explicit + tuple((name, _mesh_axes(axes)) for name, axes in merged.items())
 
 
 def logical_to_sharding(logical_specs, mesh: Mesh, config: ml_collections.ConfigDict):
@@ -49,8 +74,10 @@ def check_divisible(abstract, logical_specs, mesh: Mesh, config: ml_collections.
       if size % split:
         raise UserError(
             f'parameter {path_str(path)} has a dimension of {size} along logical axis {name!r}, '
-            f'which config.logical_rules split over {split} devices ({", ".join(mesh_axes)}): '
-            f'map {name!r} to None or choose mesh sizes that divide {size}')
+            f'which the rules (config.parallelism={config.parallelism!r}, config.logical_rules) '
+            f'split over {split} devices '
+            f'({", ".join(mesh_axes)}): map {name!r} to None '
+            f'(--config.logical_rules="(({name!r}, None),)") or choose mesh sizes that divide {size}')
   jax.tree_util.tree_map_with_path(check, abstract, logical_specs,
                                    is_leaf=lambda x: isinstance(x, PartitionSpec))
 
