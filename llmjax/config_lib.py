@@ -46,8 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   # The PRNG of dropout masks (jax.random key impls). threefry2x32 is portable and the same on any
-  # mesh; rbg / unsafe_rbg use XLA's RngBitGenerator, much cheaper on CPU and GPU (MaxText's
-  # default), with masks that depend on the backend and sharding.
+  # mesh (on CPU llmjax lowers it unrolled, llmjax/threefry.py, and it is the fastest there);
+  # rbg / unsafe_rbg use XLA's RngBitGenerator, cheaper on GPU (MaxText's default), with masks
+  # that depend on the backend and sharding.
   c.rng_impl = 'threefry2x32'
   c.num_epochs = 3
   c.num_train_steps = -1          # > 0 stops after this many steps (overrides num_epochs).
