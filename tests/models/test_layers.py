@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
 import flax.linen as nn
 import pytest
 
@@ -122,7 +123,10 @@ def test_mlp_activations(activation, names):
 
 def test_activations_by_name():
   x = jnp.linspace(-3, 3, 7)
-  np.testing.assert_allclose(layers.ACTIVATIONS['gelu'](x), jax.nn.gelu(x, approximate=False))
+  # The erf GELU against its exact value (float64), over the range activations take.
+  wide = np.linspace(-10, 10, 20001, dtype=np.float32)
+  exact = 0.5 * wide.astype(np.float64) * scipy.special.erfc(-wide.astype(np.float64) / np.sqrt(2))
+  np.testing.assert_allclose(layers.ACTIVATIONS['gelu'](wide), exact, rtol=0, atol=1.5e-6)
   np.testing.assert_allclose(layers.ACTIVATIONS['relu'](x), np.maximum(x, 0))
   np.testing.assert_allclose(layers.ACTIVATIONS['silu'](x), x / (1 + np.exp(-x)), rtol=1e-5)
   assert np.abs(layers.gelu_new(x) - layers.gelu(x)).max() > 1e-5  # the two GELUs differ
