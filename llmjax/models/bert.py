@@ -124,17 +124,23 @@ class BertLayer(nn.Module):
   """
   config: BertConfig
   scanned: bool = False
+  # Only the first position's output: queries, MLP and norms at [CLS] alone, keys and values at
+  # every position. The last layer under a classifier needs nothing else.
+  first_only: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool):
-    """x [B, L, H], mask [B, 1, L, L] bool -> [B, L, H]."""
+    """x [B, L, H], mask [B, 1, L, L] bool -> [B, L, H] ([B, 1, H] with `first_only`)."""
     cfg = self.config
     kw = layers.dtypes(cfg)
+    queries = x[:, :1] if self.first_only else x
+    mask = mask[:, :, :1] if self.first_only else mask
     h = layers.MultiHeadAttention(
         num_heads=cfg.num_heads, head_dim=cfg.head_dim, dropout_rate=cfg.attention_dropout,
-        kernel_init=_init(cfg), name='attention', **kw)(x, x, mask, deterministic=deterministic)
+        kernel_init=_init(cfg), name='attention', **kw)(queries, x, mask,
+                                                        deterministic=deterministic)
     h = nn.Dropout(rate=cfg.hidden_dropout)(h, deterministic=deterministic)
-    x = layers.layer_norm(epsilon=cfg.layer_norm_eps, name='attention_ln', **kw)(x + h)
+    x = layers.layer_norm(epsilon=cfg.layer_norm_eps, name='attention_ln', **kw)(queries + h)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
 
     h = layers.Mlp(cfg.intermediate_size, activation=layers.gelu, kernel_init=_init(cfg),
@@ -148,10 +154,15 @@ class BertLayer(nn.Module):
 class BertEncoder(nn.Module):
   """BERT: embeddings, `num_layers` encoder layers and the [CLS] pooler (HF `BertModel`).
 
-  with_pooler=False leaves the pooler out, as HF `BertForMaskedLM` does.
+  with_pooler=False leaves the pooler out, as HF `BertForMaskedLM` does. pooled_only=True computes
+  the last layer at the [CLS] position alone (its keys and values everywhere), which is all the
+  pooler reads: the same pooled output for about 1/num_layers less work, and a sequence_output of
+  [B, 1, H]. The layers under nn.scan (`scan_layers`) share one shape, so there every layer
+  computes every position.
   """
   config: BertConfig
   with_pooler: bool = True
+  pooled_only: bool = False
 
   @nn.compact
   def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, attention_mask: jax.Array, *,
@@ -196,7 +207,9 @@ class BertEncoder(nn.Module):
       x, _ = stack(cfg, scanned=True, name='layers')(x, mask, deterministic)
     else:
       for i in range(cfg.num_layers):
-        x = layer(cfg, name=f'layer_{i}')(x, mask, deterministic)
+        last = i == cfg.num_layers - 1
+        x = layer(cfg, first_only=self.pooled_only and last, name=f'layer_{i}')(x, mask,
+                                                                               deterministic)
     if not self.with_pooler:
       return x, None
     # The pooler reads the [CLS] token's final state; pre-training fits it to next-sentence prediction.
@@ -215,8 +228,8 @@ class BertForSequenceClassification(nn.Module):
                deterministic: bool) -> jax.Array:
     """Same inputs as `BertEncoder` -> float32 logits [B, num_labels]."""
     cfg = self.config
-    _, pooled = BertEncoder(cfg, name='bert')(input_ids, token_type_ids, attention_mask,
-                                              deterministic=deterministic)
+    _, pooled = BertEncoder(cfg, pooled_only=True, name='bert')(
+        input_ids, token_type_ids, attention_mask, deterministic=deterministic)
     return _classify(cfg, self.num_labels, pooled, deterministic)
 
 

@@ -108,6 +108,13 @@ def test_forward_shapes_and_padding_invariance():
   seq2, pooled2 = apply(variables, ids2, types, mask, deterministic=True)
   np.testing.assert_allclose(seq2[:, :5], seq[:, :5], atol=1e-6)
   np.testing.assert_allclose(pooled2, pooled, atol=1e-6)
+  # The last layer at [CLS] alone gives the same pooled output, for classifiers.
+  first, pooled_first = jax.jit(bert.BertEncoder(CONFIG, pooled_only=True).apply,
+                                static_argnames='deterministic')(variables, ids, types, mask,
+                                                                 deterministic=True)
+  assert first.shape == (2, 1, 32)
+  np.testing.assert_allclose(first, seq[:, :1], atol=1e-6)
+  np.testing.assert_allclose(pooled_first, pooled, atol=1e-6)
 
 
 def test_dropout():
