@@ -1,10 +1,12 @@
 """Checkpoints: one wrapper around orbax's CheckpointManager.
 
 Each checkpoint holds the train state (sharded arrays, written by all processes together) and a small
-JSON `meta` item with what the loop needs to resume exactly: the step, early-stopping bookkeeping and
-the history of evaluations. Saves are asynchronous. The last `keep` checkpoints are kept, plus the best
-one by the validation metric, which the caller names. Restoring onto another mesh works because the caller passes the target
-tree with its shardings.
+JSON `meta` item with what the loop needs to resume exactly: the step, the data position
+(`meta['data']`: the step, seed, global batch size and process count that fix every later batch; see
+`llmjax.train._data_position`), early-stopping bookkeeping and the history of evaluations. Saves
+are asynchronous. The last `keep` checkpoints are kept, plus the best one by the validation metric,
+which the caller names. Restoring onto another mesh works because the caller passes the target tree
+with its shardings.
 
 A checkpoint that cannot be read (a truncated file, a disk that filled up) is never the end of a
 run: `restore_latest` warns and falls back to the one before, and moves the damaged one to

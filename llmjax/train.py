@@ -211,6 +211,46 @@ def _check_labels(meta: dict, config, directory) -> None:
                     f'gives {list(config.data.label_names)}: use a new --workdir, or the old data')
 
 
+def _data_position(config, data, step: int) -> dict:
+  """What fixes the train batches from global step `step` on: a checkpoint's `meta['data']`.
+
+  Every pipeline's `train_iter(step)` is a pure function of these (and of the dataset), so they are
+  the data iterator's whole state. `order` says whether the global batches depend on the process
+  count: 'global' (classification, regression, token classification: every process cuts its rows
+  from the same global batch) or 'per_process' (packed text, the pipelines without epochs: causal
+  and masked LM, span corruption, translation, summarization, SFT; each process packs its own shard
+  of the documents, every process_count-th)."""
+  return {'step': step, 'seed': config.seed, 'batch_size': config.batch_size,
+          'process_count': jax.process_count(),
+          'order': 'per_process' if data.steps_per_epoch is None else 'global'}
+
+
+def _check_data_position(meta: dict, config, data) -> None:
+  """Logs what a resumed run's batches are, when they are not the interrupted run's exactly."""
+  step, saved = meta['step'], meta.get('data')
+  if saved is None:
+    logging.info('The checkpoint of step %d has no data position (written before llmjax saved '
+                 'one); the batches resume at step %d of the current config.', step, step)
+    return
+  now = _data_position(config, data, step)
+  changed = [f'{k}={now[k]} (was {saved[k]})' for k in ('seed', 'batch_size') if now[k] != saved[k]]
+  if changed:
+    logging.warning('Resuming step %d with config %s: the batches from here on are not the ones '
+                    'the interrupted run would have read.', step, ', '.join(changed))
+  if now['process_count'] == saved['process_count']:
+    return
+  counts = f'written by {saved["process_count"]} processes, resumed by {now["process_count"]}'
+  if now['order'] == 'global':
+    logging.info('The checkpoint of step %d was %s: the global batches are the same (their order '
+                 'depends on the seed and the step only); each process reads other rows of them.',
+                 step, counts)
+  else:
+    logging.info('The checkpoint of step %d was %s: each process packs its own shard of the '
+                 'documents, so the batches from here on are those of a %d-process run at step %d, '
+                 'not the continuation of the saved run (documents may repeat or be skipped this '
+                 'epoch).', step, counts, now['process_count'], step)
+
+
 def _improved(value, best, mode):
   return best is None or (value > best if mode == 'max' else value < best)
 
@@ -281,6 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     latest, state, meta = restored
     meta.setdefault('skipped_steps', 0)  # Checkpoints from before `on_nonfinite` lack it.
     _check_labels(meta, config, checkpoints.directory)
+    _check_data_position(meta, config, data)
     logging.info('Resumed from the checkpoint of step %d in %s.', latest, checkpoints.directory)
   elif config.model.init_from:
     state = state.replace(params=load_pretrained(state.params, models.pretrained(config.model)))
@@ -381,6 +422,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         if do_eval:
           run_eval(done)
         meta['step'] = done
+        meta['data'] = _data_position(config, data, done)
         patience = config.eval.patience
         meta['stopped_early'] = bool(do_eval and patience and meta['bad_evals'] >= patience)
         checkpoints.save(done, state, copy.deepcopy(meta), pin=meta['best_step'])

@@ -1,5 +1,6 @@
 """Preemption: SIGTERM saves a checkpoint at the current step and ends the run with exit code 0;
-the next start resumes there and ends with the parameters of a run never interrupted."""
+the next start resumes there and ends with the parameters of a run never interrupted. Of a job of 2
+processes, SIGTERM to one makes both save the same step."""
 
 import json
 import os
@@ -10,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 from llmjax import train
+from test_distributed import start_job
 from test_faults import ONE, edit_train_batches, equal, saved_state
 from test_train import _finished_steps, _main
 
@@ -69,3 +71,48 @@ def test_sigterm_to_the_command_exits_0_and_the_next_start_resumes(fake_cache_di
   result = json.loads((tmp_path / 'results.json').read_text())
   assert result['steps'] == step + 3 and not result['preempted']
   assert np.isfinite(result['test']['loss'])
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_makes_both_save_the_same_step(fake_cache_dir, tmp_path):
+  """The scheduler signals one host: both processes save the same step and exit 0."""
+  workdir = tmp_path / 'run'
+  procs, logs = start_job(fake_cache_dir, tmp_path, [
+      f'--config={REPO}/configs/bert_classify.py:tiny', f'--workdir={workdir}',
+      '--config.num_train_steps=2000', '--config.log_every_steps=1',
+      '--config.checkpoint.every_steps=1000', '--config.checkpoint.preemption_sync_steps=3',
+      # One bucket length, one train step to compile: the processes have no compilation cache.
+      '--config.data.buckets=(32,)',
+      # Generous: on a loaded machine a busy peer can be silent for many seconds.
+      '--heartbeat_timeout=60', '--initialization_timeout=300'])
+  try:
+    # Until process 1 has trained two steps: its handler is installed only when the loop starts (a
+    # SIGTERM before that ends it as it would any program), and from the second step on the
+    # processes are in their steps' collectives, where a signal must not break them either.
+    deadline = time.time() + 300
+    while not re.search(r'step ([2-9]|\d\d+)/2000 \|', logs[1].read_text()):
+      assert time.time() < deadline and all(p.poll() is None for p in procs), [
+          log.read_text()[-2000:] for log in logs]
+      time.sleep(0.1)
+    reached = max(int(s) for s in re.findall(r'step (\d+)/2000 \|', logs[1].read_text()))
+    procs[1].send_signal(signal.SIGTERM)
+    signalled = time.time()
+    codes = [p.wait(timeout=300) for p in procs]
+    waited = time.time() - signalled
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  texts = [log.read_text() for log in logs]
+  assert codes == [0, 0], [t[-3000:] for t in texts]
+  saved = [re.findall(r'Preempted \(SIGTERM\): saved the checkpoint of step (\d+)', t)
+           for t in texts]
+  assert len(saved[0]) == 1 and saved[0] == saved[1], saved
+  step = int(saved[0][0])
+  # The first sync point (every 3 steps) after the signal, not a periodic checkpoint.
+  assert step % 3 == 0 and step >= reached and step in _finished_steps(workdir)
+  meta = json.loads((workdir / 'checkpoints' / str(step) / 'meta' / 'metadata').read_text())
+  assert meta['step'] == step and meta['data']['process_count'] == 2
+  assert not (workdir / 'results.json').exists()
+  assert waited < 60, waited
