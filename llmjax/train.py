@@ -485,8 +485,9 @@ def restore_params(task, config: ml_collections.ConfigDict, workdir: str | pathl
   """(params, meta, mesh): the parameters of the run in `workdir` at its best checkpoint (the
   latest when it has no best), or at `step`, sharded over a mesh of `devices` for evaluation."""
   devices = list(jax.devices() if devices is None else devices)
-  # Whatever mesh trained the run, evaluate on all devices in data parallel.
+  # Whatever mesh and rules trained the run, evaluate on all devices in data parallel.
   config.mesh.update(data=-1, fsdp=1, tensor=1)
+  config.parallelism, config.logical_rules = 'data', ()
   mesh = sharding.make_mesh(config, devices)
   # The optimizer only shapes the state to restore; its schedule does not matter here.
   target = abstract_train_state(task, optim.make(config.optim, 1, lora.trainable(config)), mesh,
