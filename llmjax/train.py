@@ -65,10 +65,17 @@ def abstract_train_state(task, tx, mesh, config, rng):
   param_specs = nn.get_partition_spec(boxed)
   sharding.check_divisible(nn.unbox(boxed), param_specs, mesh, config)
   abstract = jax.eval_shape(init_state, rng)
-  # Frozen parameters are MaskedNodes (no state) in the trainable part of the optimizer's state.
+  def state_spec(x, spec, param):
+    # Frozen parameters are MaskedNodes (no state) in the trainable part of the optimizer's state.
+    # State shaped otherwise than its parameter (Adafactor's factored row and column moments, and
+    # its (1,) placeholders) is small: replicated.
+    if isinstance(x, optax.MaskedNode):
+      return x
+    return spec if x.shape == param.shape else PartitionSpec()
+
   opt_specs = optax.tree_map_params(
-      tx, lambda x, spec: x if isinstance(x, optax.MaskedNode) else spec, abstract.opt_state,
-      param_specs, transform_non_params=lambda _: PartitionSpec(),
+      tx, state_spec, abstract.opt_state, param_specs, abstract.params,
+      transform_non_params=lambda _: PartitionSpec(),
       is_leaf=lambda x: isinstance(x, (PartitionSpec, optax.MaskedNode)))
   specs = TrainState(step=PartitionSpec(), params=param_specs, opt_state=opt_specs)
   return _abstract(abstract, sharding.logical_to_sharding(specs, mesh, config))
