@@ -26,6 +26,18 @@ def test_smoothed_cross_entropy_is_optax_against_smoothed_labels():
   np.testing.assert_allclose(nll, plain, rtol=1e-6)
 
 
+def test_correct_predictions_are_the_argmax_ones():
+  logits = jax.random.normal(jax.random.key(0), (4, 64, 101))
+  labels = jax.random.randint(jax.random.key(1), (4, 64), 0, 101)
+  labels = labels.at[:, ::3].set(jnp.argmax(logits, -1)[:, ::3])  # a third of them right
+  weights = (jax.random.uniform(jax.random.key(2), (4, 64)) < 0.8).astype(jnp.float32)
+  _, _, correct = losses.token_sums(logits, labels, weights)
+  assert float(correct) == float(jnp.sum((jnp.argmax(logits, -1) == labels) * weights)) > 50
+  # An exact tie with the label counts as correct (argmax would pick the first class).
+  _, _, tied = losses.token_sums(jnp.zeros((1, 3)), jnp.array([2]), jnp.ones(1))
+  assert float(tied) == 1.0
+
+
 @pytest.mark.parametrize('name', ['bert_classify', 'gpt_lm', 't5_span'])
 def test_tasks_train_on_the_smoothed_loss_and_report_the_nll(name):
   config = load_config(name, 'tiny')
