@@ -68,8 +68,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Losses that compute fewer logits, with the same sums. mlm: run the prediction head only at
   # the masked positions, gathered into N slots per row (BERT's max_predictions_per_seq; a batch
   # with a row holding more runs it everywhere); 0 = at every position, -1 = N from the row length
-  # and mask_rate (a row exceeds it about once in 10,000).
-  c.task.max_predictions_per_seq = 0
+  # and mask_rate (a row exceeds it about once in 10,000). -1 halves the step of a small BERT whose
+  # head over 30,522 tokens is most of its FLOPs (benchmarks/throughput_vs_transformers.py, case b).
+  c.task.max_predictions_per_seq = -1
   # causal_lm, sft: project to the vocabulary and take the loss ~this many tokens at a time, never
   # holding the logits of the whole batch, forward or backward; 0 = all at once.
   c.task.loss_chunk_size = 0
