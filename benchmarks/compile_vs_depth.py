@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:  # Run as a script from anywhere, without installi
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 
-from llmjax import config_lib, lora, models, optim, plan, sharding, tasks, train  # noqa: E402
+from llmjax import config_lib, host, lora, models, optim, plan, sharding, tasks, train  # noqa: E402
 
 # One config of each family: decoder, encoder, encoder-decoder (T5's depth is per stack).
 CONFIGS = ('gpt_lm', 'bert_mlm', 't5_span')
@@ -104,4 +104,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
+  host.exec_with_huge_pages()  # As llmjax's own commands run (llmjax/host.py).
   main()

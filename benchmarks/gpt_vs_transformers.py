@@ -45,7 +45,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # Run as a script from anywhere, without installing llmjax.
   sys.path.insert(0, str(REPO))
 
-from llmjax import optim, tasks, train  # noqa: E402
+from llmjax import host, optim, tasks, train  # noqa: E402
 from llmjax.data import lm  # noqa: E402
 
 
@@ -318,4 +318,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
+  # Both sides with malloc on huge pages, as llmjax's own commands run (llmjax/host.py).
+  host.exec_with_huge_pages()
   main()

@@ -34,7 +34,7 @@ for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, witho
     sys.path.insert(0, str(path))
 
 import finetune_vs_transformers as finetune  # noqa: E402
-from llmjax import assets, models, optim, tasks, train  # noqa: E402
+from llmjax import assets, host, models, optim, tasks, train  # noqa: E402
 
 
 def run_transformers(config, data, task, threads: int) -> dict:
@@ -102,4 +102,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
+  # Both sides with malloc on huge pages, as llmjax's own commands run (llmjax/host.py).
+  host.exec_with_huge_pages()
   main()

@@ -50,7 +50,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # Run as a script from anywhere, without installing llmjax.
   sys.path.insert(0, str(REPO))
 
-from llmjax import optim, tasks, train  # noqa: E402
+from llmjax import host, optim, tasks, train  # noqa: E402
 from llmjax.data import translation  # noqa: E402
 from llmjax.tasks import seq2seq  # noqa: E402
 
@@ -338,4 +338,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
+  # Both sides with malloc on huge pages, as llmjax's own commands run (llmjax/host.py).
+  host.exec_with_huge_pages()
   main()

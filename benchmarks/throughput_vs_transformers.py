@@ -66,7 +66,7 @@ for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, witho
 
 import finetune_vs_transformers as finetune  # noqa: E402
 from llmjax import bench as llmjax_bench  # noqa: E402
-from llmjax import models  # noqa: E402
+from llmjax import host, models  # noqa: E402
 from llmjax.errors import UserError  # noqa: E402
 
 
@@ -320,6 +320,8 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
+  # Both sides with malloc on huge pages, as llmjax's own commands run (llmjax/host.py).
+  host.exec_with_huge_pages()
   try:
     main()
   except UserError as e:

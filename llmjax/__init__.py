@@ -1,6 +1,14 @@
 """llmjax: Transformer language models in JAX/Flax, trained from a config file on a device mesh."""
 
-from llmjax import threefry as _threefry
+import sys as _sys
+
+from llmjax import host as _host
+
+# First, before JAX is imported: a command runs again with malloc on huge pages (llmjax/host.py).
+if _host.is_command(_sys.orig_argv):
+  _host.exec_with_huge_pages()
+
+from llmjax import threefry as _threefry  # noqa: E402
 
 # Dropout's random bits, the same as JAX's, without the rolled loop JAX lowers them to on CPU.
 _threefry.register()
