@@ -23,14 +23,19 @@ with their own segment ids and positions; see `span_corruption_format`. Translat
 (`build_translation`) pack the (source, target) pairs of a parallel corpus the same way.
 
 Training: each process reads its own shard of the documents (every process_count-th, from its
-index), shuffled per epoch by (seed, epoch), endlessly; it packs its own rows. Evaluation: every
+index), shuffled per epoch by (seed, epoch), endlessly; it packs its own rows.
+Documents are tokenized `_ENCODE_CHUNK` at a time (the tokenizer's batch encoding, one chunk ahead
+in a thread of its own) and their ids kept (`DocumentIds`, bounded), so a document read again in a
+later epoch or evaluation is not tokenized again; none of this changes a batch. Evaluation: every
 process packs the whole split in stored order, identically, and keeps its rows of each global batch,
 so all processes run the same number of evaluation steps; the last batch is filled with empty rows.
 """
 
+import collections
 from collections.abc import Callable, Iterator, Sequence
 import dataclasses
 import itertools
+import threading
 
 import grain
 import ml_collections
@@ -43,6 +48,15 @@ from llmjax.errors import UserError
 from llmjax.tasks import masking
 
 _PREFETCH_BATCHES = 4
+# Documents tokenized in one call (`encode_batch`): enough to amortise the call and let a parallel
+# tokenizer use its threads, few enough that the first batch does not wait for a whole corpus.
+_ENCODE_CHUNK = 64
+# Chunks read and tokenized ahead, in one thread beside the packing. Grain's default (16 threads,
+# 500 elements) would tokenize hundreds of documents ahead and take the GIL from the packing.
+_CHUNKS_AHEAD = 1
+# Token ids kept for documents read again (later epochs, every evaluation): 128 MiB of int32,
+# which holds the small corpora here whole; on a large corpus the least recently read go first.
+_CACHED_TOKENS = 1 << 25
 
 
 def split_document(ids: np.ndarray, seq_len: int, rng=None) -> list[dict[str, np.ndarray]]:
@@ -88,18 +102,71 @@ class ExampleFormat:
 
 
 class _SplitDocuments(grain.experimental.FlatMapTransform):
-  """Grain's flat-map form of an `ExampleFormat.split`."""
+  """Grain's flat-map form of an `ExampleFormat.split`, over a chunk of (index, ids) documents."""
 
   def __init__(self, split, seq_len: int, seed: tuple[int, ...]):
     self.split = split
     self.seq_len = seq_len
     self.seed = seed
-    # A document of n tokens gives about n / seq_len pieces; grain needs an upper bound.
-    self.max_fan_out = 1 << 20
+    # A chunk of documents of n tokens in all gives about n / seq_len pieces; grain needs a bound.
+    self.max_fan_out = 1 << 30
 
-  def flat_map(self, indexed_ids):
-    index, ids = indexed_ids
-    return self.split(ids, self.seq_len, np.random.default_rng((*self.seed, index)))
+  def flat_map(self, chunk):
+    return [example for index, ids in chunk
+            for example in self.split(ids, self.seq_len,
+                                      np.random.default_rng((*self.seed, index)))]
+
+
+class DocumentIds:
+  """The ids of the documents of each split by index, `encode_batch` a list at a time, kept for
+  documents read again (least recently read dropped past `max_tokens`). Safe to share between
+  iterators in several threads: at worst two of them tokenize a document at the same time."""
+
+  def __init__(self, splits: dict[str, Sequence], encode_batch: Callable[[list], list], *,
+               max_tokens: int = _CACHED_TOKENS):
+    self._splits = splits
+    self._encode_batch = encode_batch
+    self._max_tokens = max_tokens
+    self._kept = collections.OrderedDict()  # (split, index) -> ids, least recently read first
+    self._tokens = 0
+    self._lock = threading.Lock()
+
+  def get(self, split: str, indices: Sequence[int]) -> list:
+    """The ids of documents `indices` of `split`: int32 arrays (tuples of them for pairs), read-only
+    since they are shared."""
+    found = {}
+    with self._lock:
+      for i in indices:
+        if (split, i) in self._kept:
+          self._kept.move_to_end((split, i))
+          found[i] = self._kept[split, i]
+    missing = [i for i in dict.fromkeys(indices) if i not in found]
+    if missing:
+      docs = self._splits[split]
+      encoded = self._encode_batch([docs[i] for i in missing])
+      with self._lock:
+        for i, ids in zip(missing, encoded):
+          found[i] = ids = _frozen(ids)
+          if (split, i) in self._kept or _size(ids) > self._max_tokens:
+            continue  # kept by another thread meanwhile, or too long to keep at all
+          self._kept[split, i] = ids
+          self._tokens += _size(ids)
+          while self._tokens > self._max_tokens:
+            self._tokens -= _size(self._kept.popitem(last=False)[1])
+    return [found[i] for i in indices]
+
+
+def _frozen(ids):
+  """ids (or a tuple of them) as read-only int32 arrays: cached ids must never change."""
+  if isinstance(ids, tuple):
+    return tuple(_frozen(x) for x in ids)
+  ids = np.asarray(ids, np.int32).view()  # a view, so a caller's own array keeps its flags
+  ids.flags.writeable = False
+  return ids
+
+
+def _size(ids) -> int:
+  return sum(x.size for x in ids) if isinstance(ids, tuple) else ids.size
 
 
 class LMData:
@@ -112,13 +179,17 @@ class LMData:
   def __init__(self, splits: dict[str, Sequence[str]], encode: Callable[[str], Sequence[int]], *,
                seq_len: int, batch_size: int, eval_batch_size: int, seed: int,
                vocab_size: int | None = None, process_index: int = 0, process_count: int = 1,
-               example_format: ExampleFormat | None = None):
+               example_format: ExampleFormat | None = None,
+               encode_batch: Callable[[list], list] | None = None):
+    """`encode` gives a document's ids (or a tuple of them: a translation pair); `encode_batch`,
+    given, is used instead: the same for a list of documents in one call (a tokenizer's batch
+    encoding, which runs in native code)."""
     for name, size in (('batch_size', batch_size), ('eval_batch_size', eval_batch_size)):
       if size % process_count:
         raise UserError(f'config.{name}={size} is not divisible by the {process_count} processes: '
                         f'use a multiple of {process_count}')
     self._splits = splits
-    self._encode = encode
+    self._ids = DocumentIds(splits, encode_batch or (lambda docs: [encode(d) for d in docs]))
     self.vocab_size = vocab_size
     self._seq_len = seq_len
     self._rows = batch_size // process_count
@@ -130,21 +201,21 @@ class LMData:
     self.num_documents = {name: len(docs) for name, docs in splits.items()}
     self._format = example_format or NEXT_TOKEN
 
-  def _packed(self, ds: grain.MapDataset, rows: int, seed: int, shuffle_bins: bool,
-              split_seed: tuple[int, ...]):
-    """Rows packed from the documents of `ds`; `split_seed` + a document's index in `ds` seeds
-    the generator its split gets."""
-    encode = self._encode
+  def _packed(self, split: str, order: grain.MapDataset, rows: int, seed: int, shuffle_bins: bool,
+               split_seed: tuple[int, ...]):
+    """Rows packed from the documents of `split` in `order` (their indices in the split);
+    `split_seed` + a document's place in `order` seeds the generator its split gets."""
+    ids = self._ids
 
-    def encoded(index, item):
-      ids = encode(item)  # a document's ids, or a tuple of them (a translation pair)
-      if isinstance(ids, tuple):
-        return index, tuple(np.asarray(x, np.int32) for x in ids)
-      return index, np.asarray(ids, np.int32)
+    def encoded(chunk_index, indices):
+      start = chunk_index * _ENCODE_CHUNK  # the place in `order` of the chunk's first document
+      return list(enumerate(ids.get(split, indices), start))
 
-    ds = ds.map_with_index(encoded)
+    chunks = order.batch(_ENCODE_CHUNK, batch_fn=list).map_with_index(encoded)
+    read = grain.ReadOptions(num_threads=1, prefetch_buffer_size=_CHUNKS_AHEAD)
     ds = grain.experimental.FlatMapIterDataset(
-        ds.to_iter_dataset(), _SplitDocuments(self._format.split, self._seq_len, split_seed))
+        chunks.to_iter_dataset(read),
+        _SplitDocuments(self._format.split, self._seq_len, split_seed))
     if self._format.lengths is not None:
       lengths = self._format.lengths(self._seq_len)
     else:
@@ -162,7 +233,8 @@ class LMData:
     Resuming replays the packing of the steps before `start_step` (tokenizing, not training), so it
     costs time proportional to the steps skipped.
     """
-    docs = grain.MapDataset.source(self._splits['train'])
+    # Indices into the split: shuffling them permutes exactly as shuffling the documents would.
+    docs = grain.MapDataset.range(len(self._splits['train']))
     docs = docs.slice(slice(self._process_index, None, self._process_count))
     if not len(docs):
       raise UserError(f'process {self._process_index} has no training documents: the train split '
@@ -170,7 +242,7 @@ class LMData:
                       'processes')
     docs = docs.shuffle(seed=self._seed).repeat()
     # The index of a document in this endless stream differs between epochs: so do its splits.
-    ds = self._packed(docs, self._rows, self._seed, shuffle_bins=True,
+    ds = self._packed('train', docs, self._rows, self._seed, shuffle_bins=True,
                       split_seed=(self._seed, 0, self._process_index)).batch(self._rows)
     if self._format.finish is not None:
       # The index of a batch in this iterator is its global step (resuming replays from step 0),
@@ -188,8 +260,8 @@ class LMData:
     if split not in self._splits:
       raise UserError(f'no split {split!r} is configured (have {sorted(self._splits)}): add it to '
                       'config.data.splits')
-    docs = grain.MapDataset.source(self._splits[split])
-    rows = iter(self._packed(docs, self._eval_batch_size, 0, shuffle_bins=False,
+    docs = grain.MapDataset.range(len(self._splits[split]))
+    rows = iter(self._packed(split, docs, self._eval_batch_size, 0, shuffle_bins=False,
                              split_seed=(self._seed, 1)))
     lo = self._process_index * self._eval_rows
     for index in itertools.count():
@@ -212,7 +284,8 @@ def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
   return LMData(text_lib.open_text(config.data), encode, seq_len=config.data.max_len,
                 batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
                 seed=config.seed, vocab_size=tok.vocab_size, process_index=process_index,
-                process_count=process_count)
+                process_count=process_count,
+                encode_batch=lambda texts: [ids + [tok.eos_id] for ids in tok.encode_many(texts)])
 
 
 def _to_batch_row(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -307,7 +380,9 @@ def build_masked(config: ml_collections.ConfigDict, *, process_index: int = 0,
                 lambda text: tok.encode(text, add_special_tokens=False).ids,
                 seq_len=config.data.max_len, batch_size=config.batch_size,
                 eval_batch_size=config.eval_batch_size, seed=config.seed, vocab_size=vocab_size,
-                process_index=process_index, process_count=process_count, example_format=fmt)
+                process_index=process_index, process_count=process_count, example_format=fmt,
+                encode_batch=lambda texts: [
+                    e.ids for e in tok.encode_batch_fast(texts, add_special_tokens=False)])
 
 
 def _seq2seq_format(split, inputs_length: int, targets_length: int,
@@ -402,7 +477,7 @@ def build_span_corruption(config: ml_collections.ConfigDict, *, process_index: i
   return LMData(text_lib.open_text(config.data), tok.encode, seq_len=config.data.max_len,
                 batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
                 seed=config.seed, vocab_size=vocab_size, process_index=process_index,
-                process_count=process_count, example_format=fmt)
+                process_count=process_count, example_format=fmt, encode_batch=tok.encode_many)
 
 
 def translation_format(*, inputs_length: int, targets_length: int, eos_id: int,
@@ -433,11 +508,17 @@ def build_translation(config: ml_collections.ConfigDict, *, process_index: int =
   tok = tokenizers_lib.text_tokenizer(config)
   fmt = translation_format(inputs_length=config.data.max_len,
                            targets_length=config.data.target_max_len, eos_id=tok.eos_id)
+
+  def encode_pairs(pairs):
+    ids = tok.encode_many([text for pair in pairs for text in pair])
+    return list(zip(ids[::2], ids[1::2]))
+
   return LMData(text_lib.open_text(config.data, keys),
                 lambda pair: (tok.encode(pair[0]), tok.encode(pair[1])),
                 seq_len=config.data.max_len, batch_size=config.batch_size,
                 eval_batch_size=config.eval_batch_size, seed=config.seed, vocab_size=tok.vocab_size,
-                process_index=process_index, process_count=process_count, example_format=fmt)
+                process_index=process_index, process_count=process_count, example_format=fmt,
+                encode_batch=encode_pairs)
 
 
 def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -1,8 +1,10 @@
-"""GPT-2 byte-level BPE and SentencePiece (load, train, cached training command) tests."""
+"""GPT-2 byte-level BPE and SentencePiece tests: load, train, the cached training command, and
+encoding many texts in one call."""
 
 import contextlib
 import io
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -67,6 +69,18 @@ def test_train_sentencepiece(tmp_path, model_type):
   ids = sp.encode(sentence)
   assert ids and min(ids) > 2  # every word of the corpus is covered: no unk
   assert sp.decode(ids) == sentence
+
+
+def test_text_tokenizer_encodes_many_texts_as_it_encodes_each(tmp_path):
+  encoder, merges = fakes.make_fake_gpt2_bpe(tmp_path)
+  model = tokenizers_lib.train_sentencepiece(iter(corpus()), 60, 'unigram', tmp_path / 'spm' / 'x')
+  texts = ['hello world!', '', 'world hello<|endoftext|>hello', 'the movie was good .']
+  for tokenizer in (dict(kind='gpt2_bpe', vocab=str(encoder), merges=str(merges)),
+                    dict(kind='sentencepiece', vocab=str(model))):
+    tok = tokenizers_lib.text_tokenizer(ml_collections.ConfigDict({'tokenizer': tokenizer}))
+    assert tok.encode_batch is not None  # the library's own batch call, not a loop
+    expected = [tok.encode(t) for t in texts]
+    assert tok.encode_many(texts) == expected and sum(map(len, expected)) > 8
 
 
 def test_train_sentencepiece_errors(tmp_path):
