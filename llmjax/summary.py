@@ -4,9 +4,25 @@ and the end-of-run summary. Only process 0 writes files; every process logs.
 
 import json
 import pathlib
+import sys
 import time
 
-import tensorboardX
+
+def _import_tensorboardx():
+  """tensorboardX, imported without torch: it loads torch when it can (2.4 s at every start) only to
+  accept torch tensors, which llmjax never passes. Torch stays importable afterwards."""
+  if 'torch' in sys.modules:
+    import tensorboardX
+    return tensorboardX
+  sys.modules['torch'] = None  # `import torch` raises ImportError, which tensorboardX handles.
+  try:
+    import tensorboardX
+  finally:
+    del sys.modules['torch']
+  return tensorboardX
+
+
+tensorboardX = _import_tensorboardx()
 
 
 class MetricWriter:
