@@ -1,15 +1,22 @@
-"""Test-wide setup: 8 fake CPU devices and a persistent compilation cache, set once before any JAX op."""
+"""Test-wide setup: 8 fake CPU devices, unoptimised kernels, a persistent compilation cache and
+JAX's own Threefry lowering, set once before any JAX op; the fixtures and config helpers the tests
+share."""
 
 import os
 import pathlib
 
-# Subprocesses started by tests set their own device count; never inherit a parent's flags.
-os.environ.pop('XLA_FLAGS', None)
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# The suite's programs are tiny: a quarter of their compile time is LLVM optimising their kernels,
+# which no test needs (tests compare within tolerances, or against programs compiled the same way;
+# XLA's own HLO passes still run). XLA reads the flag when the backend starts, just below.
+os.environ['XLA_FLAGS'] = '--xla_backend_optimization_level=0'
 
 import jax  # noqa: E402
 
 jax.config.update('jax_num_cpu_devices', 8)
+jax.devices()
+# Subprocesses started by tests set their own device count and flags; never inherit the suite's.
+del os.environ['XLA_FLAGS']
 _CACHE = pathlib.Path(os.environ.get('LLMJAX_TEST_COMPILE_CACHE',
                                      pathlib.Path.home() / '.cache' / 'llmjax' / 'jax_test_cache'))
 jax.config.update('jax_compilation_cache_dir', str(_CACHE))
@@ -17,10 +24,41 @@ jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 import pytest  # noqa: E402
+from jax._src.random import threefry2x32 as _jax_threefry  # noqa: E402
+from jax.extend import random as _jax_random  # noqa: E402
+from jax.interpreters import mlir as _mlir  # noqa: E402
 
 import fakes  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
+import llmjax  # noqa: E402,F401  (lowers Threefry unrolled on CPU on import: llmjax/threefry.py)
+
+
+def _use_jax_threefry() -> None:
+  """Programs compiled from now on lower Threefry as JAX does on CPU (a rolled loop).
+
+  The unrolled lowering llmjax runs with gives the same bits (tests/test_threefry.py) but doubles
+  the compile time of a tiny model's train step, where dropout's 20 rounds per mask are most of the
+  program; the suite compiles dozens of such steps. Tests that use `llmjax_threefry` compile with
+  llmjax's lowering, as every `python -m llmjax...` subprocess of the suite does. (The rule is
+  private to JAX, pinned in pyproject.toml.)"""
+  _mlir.register_lowering(_jax_random.threefry2x32_p, _jax_threefry._threefry2x32_cpu_lowering_rule,
+                          platform='cpu')
+
+
+_use_jax_threefry()
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def llmjax_threefry():
+  """For one test, programs compile with llmjax's own (unrolled) Threefry lowering, as outside the
+  tests; in-memory compiled programs are dropped on the way in and out, so none crosses over."""
+  from llmjax import threefry
+  jax.clear_caches()
+  threefry.register()
+  yield
+  jax.clear_caches()
+  _use_jax_threefry()
 
 
 @pytest.fixture(scope='session')
@@ -78,3 +116,65 @@ def override(config, overrides: dict):
 def tiny_config(**overrides):
   """The tiny variant of the headline config, sized for the fake assets; keys may be dotted."""
   return override(load_config('bert_classify', 'tiny'), overrides)
+
+
+def fitted_tiny_config(name: str, directory: pathlib.Path):
+  """(config, context): configs/NAME.py's tiny variant fitted to the fake assets, and the context
+  to train it in (a user's own file for classify_files is written to `directory`)."""
+  import contextlib
+  import tensorflow_datasets as tfds
+  from llmjax.data import files, tfds_sources
+  arg = f'tiny,train={fakes.write_reviews_file(directory / "reviews.csv")}' if (
+      name == 'classify_files') else 'tiny'
+  config = load_config(name, arg)
+  context = contextlib.nullcontext()
+  if config.data.name == 'enwiki_sample' and config.task.name != 'classification':
+    # Too few fake held-out articles to halve.
+    config.data.splits = dict(train='train[:80%]', validation='train[80%:]', test='train[80%:]')
+  elif config.data.name not in (*tfds_sources.LOCAL_BUILDERS, *files.FORMATS):
+    # A standard tfds dataset: random examples shaped like it, never the network.
+    context = tfds.testing.mock_data(num_examples=40)
+    config.tokenizer.vocab = config.tokenizer.vocab.replace(':256', ':128')  # ~220 mock pieces
+  return config, context
+
+
+@pytest.fixture(scope='session')
+def tiny_run(fake_cache_dir, tmp_path_factory):
+  """`tiny_run(name)` -> (config, workdir, result): configs/NAME.py's fitted tiny variant trained
+  for 2 steps (evaluated at 2) on the fake assets, once per session. test_train.py checks the run
+  of every config; the tests of eval and predict modes use the same runs rather than train again."""
+  import copy
+  from llmjax import train
+  runs = {}
+
+  def run(name: str):
+    if name not in runs:
+      directory = tmp_path_factory.mktemp(f'tiny_{name}')
+      with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('LLMJAX_CACHE', str(fake_cache_dir))
+        config, context = fitted_tiny_config(name, directory)
+        config.num_train_steps = 2
+        config.eval.every_steps = 2
+        with context:
+          result = train.train_and_evaluate(config, directory / 'run')
+      runs[name] = config, directory / 'run', result
+    config, workdir, result = runs[name]
+    return copy.deepcopy(config), workdir, copy.deepcopy(result)
+
+  return run
+
+
+@pytest.fixture(scope='session')
+def classifier_run(fake_cache_dir, tmp_path_factory):
+  """(workdir, result, printed): the tiny sentiment classifier trained for 4 epochs on the fake
+  movie reviews once per session, and what the run printed (test_train.py checks the run; the
+  eval and predict modes of test_modes.py score it)."""
+  import contextlib
+  import io
+  from llmjax import train
+  workdir = tmp_path_factory.mktemp('classifier')
+  printed = io.StringIO()
+  with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+    mp.setenv('LLMJAX_CACHE', str(fake_cache_dir))
+    result = train.train_and_evaluate(tiny_config(num_epochs=4), workdir)
+  return workdir, result, printed.getvalue()

@@ -10,30 +10,20 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, load_config
-from llmjax import generate, train
+from conftest import REPO
+from llmjax import generate
 from llmjax.data import tokenizers as tokenizers_lib
 from llmjax.errors import UserError
 
 
-def _tiny_run(name, cache_dir, workdir):
-  """Trains config `name`'s tiny variant on the fake corpus into `workdir`."""
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setenv('LLMJAX_CACHE', str(cache_dir))
-    config = load_config(name, 'tiny')
-    config.data.splits = dict(train='train[:80%]', validation='train[80%:]', test='train[80%:]')
-    train.train_and_evaluate(config, workdir)
-  return workdir
+@pytest.fixture
+def lm_run(tiny_run):
+  return tiny_run('gpt_lm')[1]  # configs/gpt_lm.py:tiny, 2 steps (conftest.py)
 
 
-@pytest.fixture(scope='module')
-def lm_run(fake_cache_dir, tmp_path_factory):
-  return _tiny_run('gpt_lm', fake_cache_dir, tmp_path_factory.mktemp('gpt'))
-
-
-@pytest.fixture(scope='module')
-def t5_run(fake_cache_dir, tmp_path_factory):
-  return _tiny_run('t5_span', fake_cache_dir, tmp_path_factory.mktemp('t5'))
+@pytest.fixture
+def t5_run(tiny_run):
+  return tiny_run('t5_span')[1]
 
 
 @pytest.mark.parametrize('run', ['lm_run', 't5_run'])
@@ -84,7 +74,9 @@ def test_command_line(lm_run, fake_cache_dir):
   run = subprocess.run(
       [sys.executable, '-m', 'llmjax.generate', f'--workdir={lm_run}', '--prompt=ka lo',
        '--max_new_tokens=3'], capture_output=True, text=True, timeout=300, cwd=REPO,
-      env={**os.environ, 'LLMJAX_CACHE': str(fake_cache_dir)})
+      env={**os.environ, 'LLMJAX_CACHE': str(fake_cache_dir),
+           # The suite's compilation cache (conftest.py): a later session loads the steps from it.
+           'JAX_COMPILATION_CACHE_DIR': jax.config.jax_compilation_cache_dir})
   assert run.returncode == 0, run.stderr
   assert run.stdout.startswith('ka lo >>> ')
 

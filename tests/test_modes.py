@@ -6,26 +6,21 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 import fakes
-from conftest import REPO, load_config, tiny_config
+from conftest import REPO, load_config
 from llmjax import train
 from llmjax.data import pipeline
 from llmjax.errors import UserError
 
 
-@pytest.fixture(scope='module')
-def classifier_run(fake_cache_dir, tmp_path_factory):
-  """A tiny sentiment classifier trained on the fake movie reviews."""
-  os.environ['LLMJAX_CACHE'] = str(fake_cache_dir)
-  workdir = tmp_path_factory.mktemp('classifier')
-  result = train.train_and_evaluate(tiny_config(), workdir)
-  return workdir, result
+# classifier_run (conftest.py): the tiny sentiment classifier, trained once for the session.
 
 
-def test_eval_mode_reproduces_the_runs_test_metrics(classifier_run, tmp_path):
-  workdir, result = classifier_run
+def test_eval_mode_reproduces_the_runs_test_metrics(classifier_run, fake_cache, tmp_path):
+  workdir, result, _ = classifier_run
   metrics = train.evaluate_checkpoint(train.run_config(workdir), workdir, 'test')
   assert metrics['step'] == result['best_step']
   for name, value in result['test'].items():
@@ -41,8 +36,8 @@ def test_eval_mode_reproduces_the_runs_test_metrics(classifier_run, tmp_path):
     train.evaluate_checkpoint(train.run_config(workdir), workdir, 'test', step=1)
 
 
-def test_predict_mode_agrees_with_the_test_metrics(classifier_run, tmp_path):
-  workdir, result = classifier_run
+def test_predict_mode_agrees_with_the_test_metrics(classifier_run, fake_cache, tmp_path):
+  workdir, result, _ = classifier_run
   config = train.run_config(workdir)
   split = pipeline.build(config)._splits['test']
   test = [split[i] for i in range(len(split))]
@@ -60,11 +55,12 @@ def test_predict_mode_agrees_with_the_test_metrics(classifier_run, tmp_path):
   assert right / len(test) == pytest.approx(result['test']['accuracy'])
 
 
-def test_modes_from_the_command_line(classifier_run, tmp_path):
-  workdir, _ = classifier_run
+def test_modes_from_the_command_line(classifier_run, fake_cache, tmp_path):
+  workdir, _, _ = classifier_run
   (tmp_path / 'in.txt').write_text('a wonderful film\nan awful mess\n')
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env['JAX_PLATFORMS'] = 'cpu'
+  # The suite's compilation cache (conftest.py): a later session loads the predict step from it.
+  env.update(JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir)
 
   def main(*flags):
     return subprocess.run([sys.executable, '-m', 'llmjax.main', f'--workdir={workdir}', *flags],
@@ -110,7 +106,7 @@ def test_a_changed_label_set_is_refused_on_resume(fake_cache, tmp_path):
 
 
 def test_a_run_from_before_a_new_config_key_still_evaluates(classifier_run, tmp_path):
-  workdir, _ = classifier_run
+  workdir, _, _ = classifier_run
   saved = json.loads((workdir / 'config.json').read_text())
   del saved['eval']['patience']  # As if llmjax had gained the key after the run.
   (tmp_path / 'config.json').write_text(json.dumps(saved))

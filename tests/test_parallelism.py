@@ -17,8 +17,10 @@ from llmjax.errors import UserError
 RECORDED_DEFAULT_RULES = {'batch': ('data', 'fsdp'), 'length': None, 'embed': 'fsdp',
                           'heads': 'tensor', 'kv': None, 'mlp': 'tensor', 'vocab': 'tensor',
                           'layers': None}
-# Each preset's mesh on 8 devices; the last combines them all and rematerialises each layer besides.
-PRESETS = {'data': dict(data=8), 'fsdp': dict(fsdp=8), 'data+tensor': dict(data=4, tensor=2),
+# Each preset's mesh on 8 devices: the default (data=2, fsdp=2, tensor=2), each alone, and all of them
+# together with each layer rematerialised besides.
+PRESETS = {'data+fsdp+tensor': dict(data=2, fsdp=2, tensor=2), 'data': dict(data=8),
+           'fsdp': dict(fsdp=8), 'data+tensor': dict(data=4, tensor=2),
            'fsdp+tensor+sequence': dict(fsdp=4, tensor=2)}
 REMAT = {'fsdp+tensor+sequence': 'full'}
 ONE_DEVICE = dict(data=1, fsdp=1, tensor=1)

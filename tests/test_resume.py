@@ -111,7 +111,6 @@ def test_resume_on_another_mesh_restores_exact_parameters_and_checks_the_data_po
   without a data position (an older llmjax's) resumes; one whose position differs from the config
   resumes with a note of what that changes."""
   caplog.set_level('INFO')
-  # The configs of test_train's 1-vs-8-device test: their compiles are in the cache.
   config = tiny_config(num_train_steps=10, log_every_steps=1, mesh=dict(data=2, fsdp=2, tensor=2))
   eight = tmp_path / 'eight'
   train.train_and_evaluate(config, eight)

@@ -7,9 +7,13 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.extend import random as jax_random
 
 import llmjax  # noqa: F401  (registers the lowering)
+
+# tests/conftest.py compiles with JAX's lowering elsewhere; these tests are of llmjax's.
+pytestmark = pytest.mark.usefixtures('llmjax_threefry')
 
 # Random123's known-answer vectors for threefry2x32_20 (key, counter -> output), as in JAX's tests.
 KNOWN_ANSWERS = [
@@ -51,3 +55,15 @@ def test_cpu_programs_have_no_threefry_loop():
   hlo = jax.jit(lambda k: jax.random.bits(k, (128,))).lower(jax.random.key(0)).compile().as_text()
   assert 'while' not in hlo
   assert jnp.asarray(jax.random.bits(jax.random.key(0), (4,))).dtype == jnp.uint32
+
+
+def test_bits_are_the_same_when_sharded_over_8_devices():
+  """Dropout masks of a batch split over a mesh are those of the whole batch (the 1-device and
+  8-device losses agree, tests/test_parallelism.py, with these bits)."""
+  mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(2, 4), ('data', 'tensor'))
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data', 'tensor'))
+  draw = lambda key: jax.random.bernoulli(key, 0.9, (16, 64))
+  key = jax.random.fold_in(jax.random.key(7), 3)
+  sharded = jax.jit(draw, out_shardings=split)(key)
+  assert sharded.sharding == split
+  np.testing.assert_array_equal(np.asarray(sharded), np.asarray(jax.jit(draw)(key)))

@@ -1,8 +1,7 @@
-"""The training loop end to end on the tiny config and fake assets: sharding-invariance, gradient
-accumulation, early stopping, pretrained initialisation, outputs, and the command's errors. Resuming
-after SIGKILL is tests/test_resume.py's."""
+"""The training loop end to end on the tiny config and fake assets: gradient accumulation, early
+stopping, pretrained initialisation, outputs, and the command's errors. The same losses on 1 and 8
+devices are tests/test_parallelism.py's, resuming after SIGKILL tests/test_resume.py's."""
 
-import contextlib
 import json
 import os
 import subprocess
@@ -11,43 +10,21 @@ import sys
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
-import fakes
-from conftest import REPO, load_config, tiny_config
+from conftest import REPO, tiny_config
 from llmjax import models, optim, sharding, train
-from llmjax.data import files, tfds_sources
 from llmjax.errors import UserError
 from llmjax.tasks.classification import ClassificationTask
 
 CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py'))
 
 
-def _tiny_arg(name, tmp_path) -> str:
-  """The `tiny` argument of configs/NAME.py, and the file of the config that reads a user's own."""
-  if name == 'classify_files':
-    return f'tiny,train={fakes.write_reviews_file(tmp_path / "reviews.csv")}'
-  return 'tiny'
-
-
 @pytest.mark.parametrize('name', CONFIGS)
-def test_every_config_trains_through_its_tiny_variant(fake_cache, tmp_path, name):
-  config = load_config(name, _tiny_arg(name, tmp_path))
-  mock = contextlib.nullcontext()
-  if config.data.name == 'enwiki_sample' and config.task.name != 'classification':
-    # Too few fake held-out articles to halve.
-    config.data.splits = dict(train='train[:80%]', validation='train[80%:]', test='train[80%:]')
-  elif config.data.name not in (*tfds_sources.LOCAL_BUILDERS, *files.FORMATS):
-    # A standard tfds dataset: random examples shaped like it, never the network.
-    mock = tfds.testing.mock_data(num_examples=40)
-    config.tokenizer.vocab = config.tokenizer.vocab.replace(':256', ':128')  # ~220 mock pieces
-  config.num_train_steps = 2
-  config.eval.every_steps = 2
-  with mock:
-    result = train.train_and_evaluate(config, tmp_path)
+def test_every_config_trains_through_its_tiny_variant(tiny_run, name):
+  config, workdir, result = tiny_run(name)  # 2 steps, evaluated at 2 (conftest.py)
   assert result['steps'] == 2 and np.isfinite(result['test']['loss'])
   # Every architecture Hugging Face can hold is exported (the original Transformer's cannot be).
-  exported = (tmp_path / 'hf_export' / 'model.safetensors').exists()
+  exported = (workdir / 'hf_export' / 'model.safetensors').exists()
   assert exported == (models.export_unsupported(config.model) is None)
 
 
@@ -56,24 +33,11 @@ def _train_losses(workdir):
   return {r['step']: r['loss'] for r in rows if r['split'] == 'train'}
 
 
-def test_same_losses_on_1_and_8_devices(fake_cache, tmp_path):
-  """data=2, fsdp=2, tensor=2 on 8 fake devices computes the 1-device losses, dropout included."""
-  losses = {}
-  for name, mesh, devices in [('one', dict(data=1, fsdp=1, tensor=1), jax.devices()[:1]),
-                              ('eight', dict(data=2, fsdp=2, tensor=2), jax.devices())]:
-    config = tiny_config(num_train_steps=10, log_every_steps=1, mesh=mesh)
-    train.train_and_evaluate(config, tmp_path / name, devices=devices)
-    losses[name] = _train_losses(tmp_path / name)
-  assert sorted(losses['one']) == list(range(1, 11))
-  one = np.array([losses['one'][s] for s in range(1, 11)])
-  eight = np.array([losses['eight'][s] for s in range(1, 11)])
-  np.testing.assert_allclose(eight, one, rtol=1e-4)
-
-
 def test_dropout_rng_impl_draws_other_masks_deterministically(fake_cache, tmp_path):
   losses = {}
   for name, impl in [('threefry', 'threefry2x32'), ('rbg', 'rbg'), ('rbg_again', 'rbg')]:
-    config = tiny_config(num_train_steps=3, log_every_steps=1, rng_impl=impl)
+    config = tiny_config(num_train_steps=3, log_every_steps=1, rng_impl=impl,
+                         **{'model.num_layers': 1})  # One layer: compiles faster.
     train.train_and_evaluate(config, tmp_path / name, devices=jax.devices()[:1])
     losses[name] = [_train_losses(tmp_path / name)[s] for s in (1, 2, 3)]
   assert losses['rbg'] == losses['rbg_again']
@@ -86,15 +50,15 @@ def test_gradient_accumulation_matches_one_big_batch(fake_cache, tmp_path):
     # Without dropout the microbatches see exactly what the whole batch sees.
     config = tiny_config(num_train_steps=4, log_every_steps=1, mesh=dict(data=1, fsdp=1, tensor=1),
                          **{'optim.grad_accum_steps': accum, 'model.hidden_dropout': 0.0,
-                            'model.attention_dropout': 0.0})
+                            'model.attention_dropout': 0.0, 'model.num_layers': 1})
     train.train_and_evaluate(config, tmp_path / str(accum), devices=jax.devices()[:1])
     losses[accum] = _train_losses(tmp_path / str(accum))
   np.testing.assert_allclose([losses[4][s] for s in range(1, 5)],
                              [losses[1][s] for s in range(1, 5)], rtol=1e-5)
 
 
-def test_run_writes_config_metrics_summary_and_learns(fake_cache, tmp_path, capsys):
-  result = train.train_and_evaluate(tiny_config(num_epochs=4), tmp_path)
+def test_run_writes_config_metrics_summary_and_learns(classifier_run):
+  tmp_path, result, out = classifier_run  # tiny_config(num_epochs=4), trained once (conftest.py)
   resolved = json.loads((tmp_path / 'config.json').read_text())
   assert resolved['model']['hidden_size'] == 32 and resolved['optim']['lr'] == 5e-3
   splits = {json.loads(line)['split'] for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()}
@@ -109,7 +73,6 @@ def test_run_writes_config_metrics_summary_and_learns(fake_cache, tmp_path, caps
   assert sorted(result['epoch_loss']) == [0, 1, 2, 3]
   assert result['epoch_loss'][3] < result['epoch_loss'][0]
   assert result['best_step'] in [e['step'] for e in result['validation']]
-  out = capsys.readouterr().out
   assert 'epoch 4: train loss' in out and 'test (best checkpoint, step' in out
 
 

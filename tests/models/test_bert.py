@@ -2,6 +2,7 @@
 scan_layers and remat."""
 
 import dataclasses
+import functools
 import re
 
 import jax
@@ -149,13 +150,35 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   np.testing.assert_allclose(logits16, logits32, atol=0.02)
 
 
+def _loss_and_grads(model):
+  """Jitted (loss, its gradient) of `model`'s mean squared logits, deterministic or with dropout
+  drawn from a key (compiled whole rather than op by op: faster on CPU)."""
+  inputs = make_inputs()
+
+  def loss(params, key=None):
+    rngs = None if key is None else {'dropout': key}
+    logits = model.apply({'params': params}, *inputs, deterministic=key is None, rngs=rngs)
+    return jnp.mean(logits ** 2)
+
+  return jax.jit(loss), jax.jit(jax.grad(loss))
+
+
+@functools.cache
+def _unrolled_reference():
+  """(params, loss, gradient, loss with dropout, its gradient) of the unrolled 3-layer model: what
+  every scanned or rematerialised variant must compute, computed once for the variants."""
+  unrolled = bert.BertForSequenceClassification(dataclasses.replace(CONFIG, num_layers=3),
+                                                num_labels=3)
+  params = nn.unbox(init(unrolled)['params'])
+  loss, grad = _loss_and_grads(unrolled)
+  key = jax.random.key(3)
+  return params, loss(params), grad(params), loss(params, key), grad(params, key)
+
+
 @pytest.mark.parametrize('scan_layers,remat', [(True, 'none'), (False, 'full'), (True, 'dots')])
 def test_scan_layers_and_remat_compute_the_same(scan_layers, remat):
-  base = dataclasses.replace(CONFIG, num_layers=3)
-  config = dataclasses.replace(base, scan_layers=scan_layers, remat=remat)
-  inputs = make_inputs()
-  unrolled = bert.BertForSequenceClassification(base, num_labels=3)
-  params = nn.unbox(init(unrolled)['params'])
+  config = dataclasses.replace(CONFIG, num_layers=3, scan_layers=scan_layers, remat=remat)
+  params, expected_loss, expected, dropout_loss, dropout_expected = _unrolled_reference()
   model = bert.BertForSequenceClassification(config, num_labels=3)
   boxed = jax.eval_shape(lambda: init(model))['params']
   if scan_layers:
@@ -167,27 +190,21 @@ def test_scan_layers_and_remat_compute_the_same(scan_layers, remat):
     assert not any('layer_' in p for p in flat(boxed))
     ours = bert.stack_layers(params, 3)
     jax.tree.map(np.testing.assert_array_equal, bert.unstack_layers(ours, 3), params)
+    expected = bert.stack_layers(expected, 3)
   else:
     ours = params
   assert jax.tree.map(np.shape, ours) == jax.tree.map(np.shape, nn.unbox(boxed))
 
-  def loss(model, params, rngs=None):
-    logits = model.apply({'params': params}, *inputs, deterministic=rngs is None, rngs=rngs)
-    return jnp.mean(logits ** 2)
-
-  np.testing.assert_allclose(loss(model, ours), loss(unrolled, params), atol=1e-5, rtol=0)
-  grads = jax.jit(jax.grad(lambda p: loss(model, p)))(ours)
-  expected = jax.grad(lambda p: loss(unrolled, p))(params)
-  if scan_layers:
-    expected = bert.stack_layers(expected, 3)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), grads, expected)
+  loss, grad = _loss_and_grads(model)
+  np.testing.assert_allclose(loss(ours), expected_loss, atol=1e-5, rtol=0)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), grad(ours),
+               expected)
   if not scan_layers:
     # Remat recomputes each layer with the same dropout masks.
-    rngs = {'dropout': jax.random.key(3)}
-    np.testing.assert_allclose(loss(model, ours, rngs), loss(unrolled, params, rngs), atol=1e-5)
-    grads = jax.grad(lambda p: loss(model, p, rngs))(ours)
-    expected = jax.grad(lambda p: loss(unrolled, p, rngs))(params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), grads, expected)
+    key = jax.random.key(3)
+    np.testing.assert_allclose(loss(ours, key), dropout_loss, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0),
+                 grad(ours, key), dropout_expected)
 
 
 def test_make_attention_mask():

@@ -134,7 +134,8 @@ def test_scan_layers_and_remat_compute_the_same(scan_layers, remat):
   config = dataclasses.replace(TINY, num_layers=3, scan_layers=scan_layers, remat=remat)
   ids = jax.random.randint(jax.random.key(1), (2, 9), 0, 64)
   unrolled = gpt.GPT(dataclasses.replace(TINY, num_layers=3))
-  params = nn.unbox(unrolled.init(jax.random.key(0), ids, deterministic=True)['params'])
+  params = nn.unbox(jax.jit(lambda: unrolled.init(jax.random.key(0), ids,
+                                                  deterministic=True))()['params'])
   model = gpt.GPT(config)
   boxed = flat(jax.eval_shape(lambda: model.init(jax.random.key(0), ids,
                                                  deterministic=True))['params'])
@@ -147,24 +148,26 @@ def test_scan_layers_and_remat_compute_the_same(scan_layers, remat):
   else:
     ours = params
 
+  # Each computation jitted whole: faster on CPU than op by op.
   def loss(model, params):
     return jnp.mean(model.apply({'params': params}, ids, deterministic=True) ** 2)
 
-  np.testing.assert_allclose(loss(model, ours), loss(unrolled, params), rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(lambda p: loss(model, p))(ours),
+                             jax.jit(lambda p: loss(unrolled, p))(params), rtol=1e-6)
   grads = jax.jit(jax.grad(lambda p: loss(model, p)))(ours)
-  expected = jax.grad(lambda p: loss(unrolled, p))(params)
+  expected = jax.jit(jax.grad(lambda p: loss(unrolled, p)))(params)
   if scan_layers:
     expected = gpt.stack_layers(expected, 3)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads, expected)
   # Decoding through the scanned cache (one stacked cache per layer variable).
-  cache = model.init(jax.random.key(0), jnp.zeros((2, 9), jnp.int32), deterministic=True,
-                     decode=True)['cache']
-  first, mutated = model.apply({'params': ours, 'cache': cache}, ids[:, :5], deterministic=True,
-                               decode=True, mutable=['cache'])
-  rest, _ = model.apply({'params': ours, 'cache': mutated['cache']}, ids[:, 5:], deterministic=True,
-                        decode=True, mutable=['cache'])
-  np.testing.assert_allclose(jnp.concatenate([first, rest], axis=1),
-                             unrolled.apply({'params': params}, ids, deterministic=True), atol=1e-5)
+  cache = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((2, 9), jnp.int32),
+                                     deterministic=True, decode=True)['cache'])()
+  decode = jax.jit(lambda cache, tokens: model.apply(
+      {'params': ours, 'cache': cache}, tokens, deterministic=True, decode=True, mutable=['cache']))
+  first, mutated = decode(cache, ids[:, :5])
+  rest, _ = decode(mutated['cache'], ids[:, 5:])
+  full = jax.jit(lambda p: unrolled.apply({'params': p}, ids, deterministic=True))(params)
+  np.testing.assert_allclose(jnp.concatenate([first, rest], axis=1), full, atol=1e-5)
 
 
 def test_user_errors():

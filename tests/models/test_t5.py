@@ -6,6 +6,7 @@ HF agreement (logits, greedy generations, export) is in test_hf_t5.py.
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -203,14 +204,27 @@ def test_kv_cache_decoding_equals_full_forward(config):
   np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
 
 
+@functools.cache
+def unrolled_reference(config):
+  """(params, forward, logits, loss, gradients) of the unrolled model of `config` on inputs():
+  `forward(params, decoder_inputs)` jitted, and what every scanned or rematerialised variant must
+  compute, computed once for the variants (compiled whole rather than op by op: faster on CPU)."""
+  ids, mask, dec = inputs()
+  model = t5.T5(config)
+  params = nn.unbox(model.init(jax.random.key(0), ids, dec, deterministic=True)['params'])
+  forward = jax.jit(lambda params, dec: model.apply({'params': params}, ids, dec, input_mask=mask,
+                                                    deterministic=True))
+  loss = lambda params: jnp.mean(forward(params, dec) ** 2)
+  return params, forward, forward(params, dec), loss(params), jax.jit(jax.grad(loss))(params)
+
+
 @pytest.mark.parametrize('scan_layers,remat', [(True, 'none'), (False, 'full'), (True, 'dots')])
 @pytest.mark.parametrize('config', [TINY, V1_1, VASWANI], ids=['t5', 'v1_1', 'vaswani'])
 def test_scan_layers_and_remat_compute_the_same(config, scan_layers, remat):
   """Scanned (restacked weights) and rematerialised models compute the unrolled model's logits,
   loss and gradients; scanned, cached decoding (chunked, and greedy generation) too."""
   ids, mask, dec = inputs()
-  unrolled = t5.T5(config)
-  params = nn.unbox(unrolled.init(jax.random.key(0), ids, dec, deterministic=True)['params'])
+  params, unrolled, full, unrolled_loss, expected = unrolled_reference(config)
   ours_config = dataclasses.replace(config, scan_layers=scan_layers, remat=remat)
   model = t5.T5(ours_config)
   boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), ids, dec,
@@ -235,15 +249,12 @@ def test_scan_layers_and_remat_compute_the_same(config, scan_layers, remat):
     ours = params
   assert jax.tree.map(np.shape, ours) == jax.tree.map(np.shape, nn.unbox(boxed))
 
-  def forward(model, params):
-    return model.apply({'params': params}, ids, dec, input_mask=mask, deterministic=True)
-
-  full = forward(unrolled, params)
-  np.testing.assert_allclose(forward(model, ours), full, atol=1e-5, rtol=0)
-  loss = lambda model, params: jnp.mean(forward(model, params) ** 2)
-  np.testing.assert_allclose(loss(model, ours), loss(unrolled, params), atol=1e-5, rtol=0)
-  grads = jax.jit(jax.grad(lambda p: loss(model, p)))(ours)
-  expected = jax.grad(lambda p: loss(unrolled, p))(params)
+  forward = jax.jit(lambda params: model.apply({'params': params}, ids, dec, input_mask=mask,
+                                               deterministic=True))
+  np.testing.assert_allclose(forward(ours), full, atol=1e-5, rtol=0)
+  loss = lambda params: jnp.mean(forward(params) ** 2)
+  np.testing.assert_allclose(loss(ours), unrolled_loss, atol=1e-5, rtol=0)
+  grads = jax.jit(jax.grad(loss))(ours)
   if scan_layers:
     expected = t5.stack_layers(expected, config)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), grads, expected)
@@ -252,25 +263,27 @@ def test_scan_layers_and_remat_compute_the_same(config, scan_layers, remat):
 
   # Cached decoding through the scanned cache: per-block keys and values stacked [layers, ...],
   # the stack's cache_index and cached_decoder_mask unstacked.
-  cache = model.init(jax.random.key(0), ids, jnp.zeros((2, 8), jnp.int32), input_mask=mask,
-                     deterministic=True, decode=True)['cache']['decoder']
+  cache = jax.jit(lambda: model.init(jax.random.key(0), ids, jnp.zeros((2, 8), jnp.int32),
+                                     input_mask=mask, deterministic=True,
+                                     decode=True)['cache']['decoder'])()
   assert cache['layers']['self_attention']['cached_key'].shape == (
       config.decoder_layers, 2, 8, 4, config.d_kv)
   assert cache['cache_index'].shape == () and cache['cached_decoder_mask'].shape == (2, 8)
-  encoded = model.apply({'params': ours}, ids, mask, deterministic=True, method='encode')
+  encoded = jax.jit(lambda params: model.apply({'params': params}, ids, mask, deterministic=True,
+                                               method='encode'))(ours)
+  decode = jax.jit(lambda params, cache, tokens: model.apply(
+      {'params': params, 'cache': cache}, tokens, encoded, mask, deterministic=True, decode=True,
+      mutable=['cache'], method='decode'))
   cache, steps = {'decoder': cache}, []
   for start, end in [(0, 2), (2, 3), (3, 4), (4, 5), (5, 6)]:
-    logits, updated = model.apply({'params': ours, 'cache': cache}, dec[:, start:end], encoded, mask,
-                                  deterministic=True, decode=True, mutable=['cache'],
-                                  method='decode')
+    logits, updated = decode(ours, cache, dec[:, start:end])
     cache = updated['cache']
     steps.append(logits)
   np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5, rtol=0)
   # Greedy generation through the scanned cache: each token is the teacher-forced argmax.
   tokens = decoding.seq2seq_generate(model, ours, ids, mask, max_new_tokens=5)
   dec_in = jnp.concatenate([jnp.zeros((2, 1), jnp.int32), tokens[:, :-1]], axis=1)
-  teacher = unrolled.apply({'params': params}, ids, dec_in, input_mask=mask, deterministic=True)
-  np.testing.assert_array_equal(tokens, jnp.argmax(teacher, axis=-1))
+  np.testing.assert_array_equal(tokens, jnp.argmax(unrolled(params, dec_in), axis=-1))
 
 
 @pytest.mark.parametrize('config', [TINY, VASWANI], ids=['t5', 'vaswani'])

@@ -136,7 +136,7 @@ def test_masked_lm_loss_and_metrics():
   params = task.init(jax.random.key(0), 12)
   batch = next(_data(_docs()).train_iter(0))
   loss, sums = task.loss(params, batch, None)
-  logits = task.logits(params, batch)
+  logits = jax.jit(task.logits)(params, batch)
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch['labels'])
   np.testing.assert_allclose(loss, jnp.sum(nll * batch['weights']), rtol=1e-6)
   assert float(sums['weight']) == batch['weights'].sum()
@@ -177,8 +177,9 @@ def test_bert_mlm_config_builds_data_and_task_that_train(fake_cache, tmp_path):
   assert set(batch) == KEYS and batch['input_ids'].shape == (8, 32)
   assert batch['weights'].sum() > 0 and (batch['input_ids'] == 4).any()  # fake vocab: [MASK] = 4
   params = task.init(jax.random.key(0), config.data.max_len)
-  (loss, sums), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch,
-                                                                    jax.random.key(1))
+  # One compiled program, not op by op: BERT's gradient with dropout has hundreds of ops.
+  (loss, sums), grads = jax.jit(jax.value_and_grad(task.loss, has_aux=True))(params, batch,
+                                                                             jax.random.key(1))
   assert np.isfinite(float(loss)) and float(sums['weight']) == batch['weights'].sum()
   norms = [float(jnp.linalg.norm(g)) for g in jax.tree.leaves(grads)]
   assert all(np.isfinite(norms)) and sum(n > 0 for n in norms) == len(norms)

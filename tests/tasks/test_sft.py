@@ -8,7 +8,6 @@ import jax
 import numpy as np
 import optax
 
-from conftest import load_config
 from llmjax import models, train
 from llmjax.tasks import sft
 
@@ -107,19 +106,16 @@ def test_exact_match_compares_decoded_text_after_strip():
   assert result['exact_match'] == 0.5 and result['loss'] == 0.5
 
 
-def test_tiny_run_then_eval_and_predict_modes(fake_cache, tmp_path):
+def test_tiny_run_then_eval_and_predict_modes(tiny_run, fake_cache, tmp_path):
   """configs/gpt_sft.py:tiny through the loop, then --mode=eval and --mode=predict on its run."""
-  config = load_config('gpt_sft', 'tiny')
-  config.num_train_steps = 2
-  config.eval.every_steps = 2
-  result = train.train_and_evaluate(config, tmp_path / 'run')
+  config, run, result = tiny_run('gpt_sft')  # 2 steps, evaluated at 2 (conftest.py)
   assert set(result['test']) == set(sft.SFTTask.METRICS)
   assert 0.0 <= result['test']['exact_match'] <= 1.0
-  scored = train.evaluate_checkpoint(config, tmp_path / 'run', 'test')
+  scored = train.evaluate_checkpoint(config, run, 'test', tmp_path / 'metrics.json')
   assert scored['exact_match'] == result['test']['exact_match']
   inputs = tmp_path / 'reviews.txt'
   inputs.write_text('the movie is good .\n\n{"sentence": "a dull mess ."}\nthe plot is bad .\n')
-  assert train.predict_file(config, tmp_path / 'run', inputs, tmp_path / 'out.jsonl') == 3
+  assert train.predict_file(config, run, inputs, tmp_path / 'out.jsonl') == 3
   lines = [json.loads(line) for line in (tmp_path / 'out.jsonl').read_text().splitlines()]
   assert [line['sentence'] for line in lines] == ['the movie is good .', 'a dull mess .',
                                                   'the plot is bad .']

@@ -151,17 +151,14 @@ def test_registry_and_config_checks(config):
     config_lib.validate(config, 8)
 
 
-def test_eval_and_predict_modes_on_a_trained_run(config, tmp_path):
-  config.num_train_steps = 2
-  config.eval.every_steps = 2
-  result = train.train_and_evaluate(config, tmp_path / 'run')
+def test_eval_and_predict_modes_on_a_trained_run(tiny_run, fake_cache, tmp_path):
+  config, run, result = tiny_run('translate_bible')  # 2 steps, evaluated at 2 (conftest.py)
   assert {'bleu', 'chrf'} <= set(result['test'])
-  metrics = train.evaluate_checkpoint(config, tmp_path / 'run', 'validation',
-                                      tmp_path / 'metrics.json')
+  metrics = train.evaluate_checkpoint(config, run, 'validation', tmp_path / 'metrics.json')
   assert json.loads((tmp_path / 'metrics.json').read_text())['bleu'] == pytest.approx(
       metrics['bleu'])
   (tmp_path / 'in.txt').write_text('the king saw the house.\n\nand god said.\n')
-  assert train.predict_file(config, tmp_path / 'run', tmp_path / 'in.txt', tmp_path / 'out') == 2
+  assert train.predict_file(config, run, tmp_path / 'in.txt', tmp_path / 'out') == 2
   lines = [json.loads(line) for line in (tmp_path / 'out').read_text().splitlines()]
   assert [x['en'] for x in lines] == ['the king saw the house.', 'and god said.']
   assert all(isinstance(x['translation'], str) for x in lines)
