@@ -5,8 +5,8 @@
 
 Every process runs `python -m llmjax.main` with the arguments after `--`, plus
 `--coordinator_address=127.0.0.1:PORT --num_processes=N --process_id=I` (a free port unless `--port`
-names one), on the CPU with `--devices_per_process` devices (XLA_FLAGS replaces the parent's, whose
-device count would be the wrong one). Together the processes form one JAX job of N x D devices, as
+names one), on the CPU with `--devices_per_process` devices (the parent's XLA_FLAGS with the device
+count replaced). Together the processes form one JAX job of N x D devices, as
 the hosts of a TPU pod or a GPU cluster do: what the tests use to check multi-host code on one
 machine. The launcher waits for all; if one fails, it stops the others and exits with that one's
 status. `--dry-run` prints the commands, one line each, and starts nothing. Run it from the
@@ -33,12 +33,13 @@ def free_port() -> int:
 def commands(processes: int, devices_per_process: int, port: int,
              main_args: list[str]) -> list[tuple[dict[str, str], list[str]]]:
   """(environment settings, argv) of each process."""
+  flags = [f for f in os.environ.get('XLA_FLAGS', '').split()
+           if not f.startswith('--xla_force_host_platform_device_count')]
+  flags.append(f'--xla_force_host_platform_device_count={devices_per_process}')
   # No persistent compilation cache: on the CPU its keys differ between processes and only
   # process 0 writes it, so process 0 would skip a compile that the others do, and reach the first
   # collective so far ahead of them that gloo's 30 s rendezvous fails.
-  env = {'JAX_PLATFORMS': 'cpu',
-         'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices_per_process}',
-         'JAX_ENABLE_COMPILATION_CACHE': 'false'}
+  env = {'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': ' '.join(flags), 'JAX_ENABLE_COMPILATION_CACHE': 'false'}
   return [(env, [sys.executable, '-m', 'llmjax.main', *main_args,
                  f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={processes}',
                  f'--process_id={i}'])

@@ -6,22 +6,28 @@ import os
 import pathlib
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-# The suite's programs are tiny: a quarter of their compile time is LLVM optimising their kernels,
-# which no test needs (tests compare within tolerances, or against programs compiled the same way;
-# XLA's own HLO passes still run). XLA reads the flag when the backend starts, just below.
+# The suite's programs are tiny and most of their cost is compiling them. Set in the environment,
+# so the `python -m llmjax...` subprocesses of the tests compile the same way:
+# - a quarter of a compile is LLVM optimising the kernels, which no test needs (tests compare
+#   within tolerances, or against programs compiled the same way; XLA's own HLO passes still run).
+#   XLA reads the flag when the backend starts, just below; launch/local.py passes it on too.
+# - llmjax's unrolled Threefry (llmjax/threefry.py) gives the same bits as JAX's rolled loop
+#   (tests/test_threefry.py) but doubles the compile time of a tiny model's train step, where
+#   dropout's 20 rounds per mask are most of the program. Tests of that lowering use the
+#   `llmjax_threefry` fixture.
 os.environ['XLA_FLAGS'] = '--xla_backend_optimization_level=0'
+os.environ['LLMJAX_UNROLLED_THREEFRY'] = '0'
 
 import jax  # noqa: E402
 
 jax.config.update('jax_num_cpu_devices', 8)
-jax.devices()
-# Subprocesses started by tests set their own device count and flags; never inherit the suite's.
-del os.environ['XLA_FLAGS']
 _CACHE = pathlib.Path(os.environ.get('LLMJAX_TEST_COMPILE_CACHE',
                                      pathlib.Path.home() / '.cache' / 'llmjax' / 'jax_test_cache'))
 jax.config.update('jax_compilation_cache_dir', str(_CACHE))
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+# Subprocesses share the cache: a command loads the steps an earlier test compiled.
+os.environ['JAX_COMPILATION_CACHE_DIR'] = str(_CACHE)
 
 import pytest  # noqa: E402
 from jax._src.random import threefry2x32 as _jax_threefry  # noqa: E402
@@ -29,22 +35,7 @@ from jax.extend import random as _jax_random  # noqa: E402
 from jax.interpreters import mlir as _mlir  # noqa: E402
 
 import fakes  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
-import llmjax  # noqa: E402,F401  (lowers Threefry unrolled on CPU on import: llmjax/threefry.py)
-
-
-def _use_jax_threefry() -> None:
-  """Programs compiled from now on lower Threefry as JAX does on CPU (a rolled loop).
-
-  The unrolled lowering llmjax runs with gives the same bits (tests/test_threefry.py) but doubles
-  the compile time of a tiny model's train step, where dropout's 20 rounds per mask are most of the
-  program; the suite compiles dozens of such steps. Tests that use `llmjax_threefry` compile with
-  llmjax's lowering, as every `python -m llmjax...` subprocess of the suite does. (The rule is
-  private to JAX, pinned in pyproject.toml.)"""
-  _mlir.register_lowering(_jax_random.threefry2x32_p, _jax_threefry._threefry2x32_cpu_lowering_rule,
-                          platform='cpu')
-
-
-_use_jax_threefry()
+import llmjax  # noqa: E402,F401  (with LLMJAX_UNROLLED_THREEFRY=0: JAX's Threefry lowering)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -58,7 +49,9 @@ def llmjax_threefry():
   threefry.register()
   yield
   jax.clear_caches()
-  _use_jax_threefry()
+  # Back to JAX's rolled lowering (the rule is private to JAX, pinned in pyproject.toml).
+  _mlir.register_lowering(_jax_random.threefry2x32_p, _jax_threefry._threefry2x32_cpu_lowering_rule,
+                          platform='cpu')
 
 
 @pytest.fixture(scope='session')

@@ -71,9 +71,7 @@ def test_single_process_initialize_touches_nothing():
 
 
 def _env(cache):
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env.update(LLMJAX_CACHE=str(cache), JAX_PLATFORMS='cpu')
-  return env
+  return {**os.environ, 'LLMJAX_CACHE': str(cache)}
 
 
 @pytest.mark.parametrize('flags, message', [

@@ -74,9 +74,7 @@ def test_command_line(lm_run, fake_cache_dir):
   run = subprocess.run(
       [sys.executable, '-m', 'llmjax.generate', f'--workdir={lm_run}', '--prompt=ka lo',
        '--max_new_tokens=3'], capture_output=True, text=True, timeout=300, cwd=REPO,
-      env={**os.environ, 'LLMJAX_CACHE': str(fake_cache_dir),
-           # The suite's compilation cache (conftest.py): a later session loads the steps from it.
-           'JAX_COMPILATION_CACHE_DIR': jax.config.jax_compilation_cache_dir})
+      env={**os.environ, 'LLMJAX_CACHE': str(fake_cache_dir)})
   assert run.returncode == 0, run.stderr
   assert run.stdout.startswith('ka lo >>> ')
 

@@ -34,11 +34,13 @@ def _dry_run(name, argv, capsys):
   return capsys.readouterr().out
 
 
-def test_local_dry_run_prints_one_command_per_process(capsys):
+def test_local_dry_run_prints_one_command_per_process(capsys, monkeypatch):
+  # The parent's XLA flags reach the processes, with their own device count.
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=8 --xla_dump_to=/tmp/d')
   out = _dry_run('local', ['--processes=3', '--devices_per_process=2', '--port=1234', '--',
                            '--config=configs/bert_classify.py:tiny', '--workdir=/tmp/a run'],
                  capsys)
-  env = ('JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=2 '
+  env = ("JAX_PLATFORMS=cpu 'XLA_FLAGS=--xla_dump_to=/tmp/d --xla_force_host_platform_device_count=2' "
          'JAX_ENABLE_COMPILATION_CACHE=false')
   assert out.splitlines() == [
       f"{env} {sys.executable} -m llmjax.main --config=configs/bert_classify.py:tiny "

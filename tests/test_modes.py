@@ -2,11 +2,9 @@
 that agree with them, label sets that must match, and one-line errors."""
 
 import json
-import os
 import subprocess
 import sys
 
-import jax
 import pytest
 
 import fakes
@@ -58,13 +56,10 @@ def test_predict_mode_agrees_with_the_test_metrics(classifier_run, fake_cache, t
 def test_modes_from_the_command_line(classifier_run, fake_cache, tmp_path):
   workdir, _, _ = classifier_run
   (tmp_path / 'in.txt').write_text('a wonderful film\nan awful mess\n')
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  # The suite's compilation cache (conftest.py): a later session loads the predict step from it.
-  env.update(JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir)
 
   def main(*flags):
     return subprocess.run([sys.executable, '-m', 'llmjax.main', f'--workdir={workdir}', *flags],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
 
   proc = main('--mode=predict', f'--input={tmp_path / "in.txt"}', f'--output={tmp_path / "o.jsonl"}')
   assert proc.returncode == 0, proc.stderr[-2000:]

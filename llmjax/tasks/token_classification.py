@@ -18,8 +18,6 @@ import re
 
 import jax.numpy as jnp
 import numpy as np
-from seqeval import metrics as seqeval_metrics
-from sklearn import metrics as skm
 
 from llmjax.tasks.classification import _SequenceTask
 from llmjax.tasks.token_prediction import TokenPredictionTask
@@ -72,6 +70,9 @@ class TokenClassificationTask(TokenPredictionTask, _SequenceTask):
 
   def summarize(self, outputs: list[dict[str, np.ndarray]]) -> dict[str, float]:
     """Loss, word accuracy, and precision, recall and F1 (see the module docstring) over a split."""
+    # Imported here, as in classification.py: 1.4 s that commands which never score do not pay.
+    from seqeval import metrics as seqeval_metrics  # pylint: disable=g-import-not-at-top
+    from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top
     truth, predicted = self.sentences(outputs)
     flat_truth = [t for s in truth for t in s]
     flat_predicted = [t for s in predicted for t in s]
