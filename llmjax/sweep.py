@@ -237,7 +237,7 @@ def _plot(runs: list, workdir: pathlib.Path) -> None:
       x = [labels.index(flag_value(v)) for v in values]
     fig = figure.Figure(figsize=(6, 4.5), layout='constrained')
     ax = fig.subplots()
-    for column, label in [(f'validation_{metric}', f'validation (best step)'),
+    for column, label in [(f'validation_{metric}', 'validation (best step)'),
                           (f'test_{metric}', 'test (best checkpoint)')]:
       pairs = [(xi, row[column]) for xi, (*_, row) in zip(x, runs) if column in row]
       if pairs:
@@ -316,7 +316,7 @@ def _main(argv):
 def run():
   """The command. Flags are defined here, not on import: the tests import this module beside
   other commands that define their own --config."""
-  from absl import app, flags
+  from absl import flags
   from ml_collections import config_flags
   config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args] with a sweep.',
                                   lock_config=True)

@@ -38,6 +38,10 @@ import fakes  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
 import llmjax  # noqa: E402,F401  (with LLMJAX_UNROLLED_THREEFRY=0: JAX's Threefry lowering)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+# One of the 8 devices: runs whose test is not about sharding train there, the fastest compile (an
+# 8-device step takes ~1.6x as long) and the same code path as any mesh. tiny_run keeps all 8, so
+# every config is checked on a mesh (tests/test_train.py).
+ONE = jax.devices()[:1]
 
 
 @pytest.fixture
@@ -169,5 +173,5 @@ def classifier_run(fake_cache_dir, tmp_path_factory):
   printed = io.StringIO()
   with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
     mp.setenv('LLMJAX_CACHE', str(fake_cache_dir))
-    result = train.train_and_evaluate(tiny_config(num_epochs=4), workdir)
+    result = train.train_and_evaluate(tiny_config(num_epochs=4), workdir, devices=ONE)
   return workdir, result, printed.getvalue()

@@ -8,14 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import ONE, tiny_config
 from llmjax import checkpoint as checkpoint_lib
 from llmjax import tasks, train
 from llmjax.errors import UserError
 from test_checkpoint import _damage_data
-
-# Train steps on one device: the fastest compile, and the same code path as any mesh.
-ONE = jax.devices()[:1]
 
 
 def edit_train_batches(monkeypatch, edit):

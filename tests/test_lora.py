@@ -10,11 +10,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.sharding import PartitionSpec
 
-from conftest import load_config, tiny_config
+from conftest import ONE, load_config, tiny_config
 from llmjax import lora, model_info, optim, sharding, tasks, train
 from llmjax.errors import UserError
 
@@ -154,7 +153,7 @@ def test_lora_run_exports_merged_weights_that_transformers_loads(fake_cache, tmp
   config = load_config('bert_classify', 'tiny,lora')
   config.update(num_train_steps=6)
   config.eval.every_steps = 6
-  result = train.train_and_evaluate(config, tmp_path)
+  result = train.train_and_evaluate(config, tmp_path, devices=ONE)
   assert result['params']['trainable'] < 0.2 * result['params']['total']
   task = tasks.task_for(train.run_config(tmp_path))
   params, _, _ = train.restore_params(task, train.run_config(tmp_path), tmp_path)

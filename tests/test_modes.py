@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import fakes
-from conftest import REPO, load_config
+from conftest import ONE, REPO, load_config
 from llmjax import train
 from llmjax.data import pipeline
 from llmjax.errors import UserError
@@ -75,7 +75,7 @@ def test_modes_from_the_command_line(classifier_run, fake_cache, tmp_path):
 def test_regression_run_evaluates_and_predicts(fake_cache, tmp_path):
   config = load_config('movie_rating', 'tiny')
   config.num_epochs = 3
-  result = train.train_and_evaluate(config, tmp_path)
+  result = train.train_and_evaluate(config, tmp_path, devices=ONE)
   assert set(result['test']) == {'loss', 'mse', 'pearson', 'spearman'}
   assert result['test']['pearson'] > 0.5  # Ratings follow the fake polarity words.
   hf = json.loads((tmp_path / 'hf_export' / 'config.json').read_text())
@@ -90,14 +90,14 @@ def test_a_changed_label_set_is_refused_on_resume(fake_cache, tmp_path):
   path = fakes.write_reviews_file(tmp_path / 'r.csv', num_rows=160)
   config = load_config('classify_files', f'tiny,train={path}')
   config.num_train_steps = 2
-  train.train_and_evaluate(config, tmp_path / 'run')
+  train.train_and_evaluate(config, tmp_path / 'run', devices=ONE)
   assert list(train.run_config(tmp_path / 'run').data.label_names) == ['neg', 'pos']
   # The same file with the classes renamed: same count, so only the names tell.
   path.write_text(path.read_text().replace('"neg"', '"negative"'))
   config.num_train_steps = 4
   with pytest.raises(UserError, match=r"trained with labels \['neg', 'pos'\], the data now gives "
                                       r"\['negative', 'pos'\]"):
-    train.train_and_evaluate(config, tmp_path / 'run')
+    train.train_and_evaluate(config, tmp_path / 'run', devices=ONE)
 
 
 def test_a_run_from_before_a_new_config_key_still_evaluates(classifier_run, tmp_path):

@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import ONE, REPO, tiny_config
 from llmjax import train
 from test_distributed import start_job
-from test_faults import ONE, edit_train_batches, equal, saved_state
+from test_faults import edit_train_batches, equal, saved_state
 from test_train import _finished_steps, _main
 
 

@@ -13,9 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import ONE, tiny_config
 from llmjax import tasks, train
-from test_faults import ONE, equal, saved_state
+from test_faults import equal, saved_state
 from test_train import _main, _train_losses
 
 STEPS = 30  # The tiny config: 16 steps an epoch, evaluations at 10, 16, 20 and 30.

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import ONE, REPO, tiny_config
 from llmjax import models, optim, sharding, train
 from llmjax.errors import UserError
 from llmjax.tasks.classification import ClassificationTask
@@ -38,7 +38,7 @@ def test_dropout_rng_impl_draws_other_masks_deterministically(fake_cache, tmp_pa
   for name, impl in [('threefry', 'threefry2x32'), ('rbg', 'rbg'), ('rbg_again', 'rbg')]:
     config = tiny_config(num_train_steps=3, log_every_steps=1, rng_impl=impl,
                          **{'model.num_layers': 1})  # One layer: compiles faster.
-    train.train_and_evaluate(config, tmp_path / name, devices=jax.devices()[:1])
+    train.train_and_evaluate(config, tmp_path / name, devices=ONE)
     losses[name] = [_train_losses(tmp_path / name)[s] for s in (1, 2, 3)]
   assert losses['rbg'] == losses['rbg_again']
   assert not np.allclose(losses['rbg'], losses['threefry'], rtol=1e-6)
@@ -51,7 +51,7 @@ def test_gradient_accumulation_matches_one_big_batch(fake_cache, tmp_path):
     config = tiny_config(num_train_steps=4, log_every_steps=1, mesh=dict(data=1, fsdp=1, tensor=1),
                          **{'optim.grad_accum_steps': accum, 'model.hidden_dropout': 0.0,
                             'model.attention_dropout': 0.0, 'model.num_layers': 1})
-    train.train_and_evaluate(config, tmp_path / str(accum), devices=jax.devices()[:1])
+    train.train_and_evaluate(config, tmp_path / str(accum), devices=ONE)
     losses[accum] = _train_losses(tmp_path / str(accum))
   np.testing.assert_allclose([losses[4][s] for s in range(1, 5)],
                              [losses[1][s] for s in range(1, 5)], rtol=1e-5)
@@ -82,13 +82,13 @@ def test_early_stopping_and_best_checkpoint(fake_cache, tmp_path):
                                         'eval.patience': 2, 'eval.metric': 'loss',
                                         'eval.mode': 'min'})
   config.optim.warmup_frac = 0.0
-  result = train.train_and_evaluate(config, tmp_path)
+  result = train.train_and_evaluate(config, tmp_path, devices=ONE)
   assert result['stopped_early']
   assert result['steps'] == 12  # Evaluations at 4 (best), 8 and 12: two without improvement.
   assert result['best_step'] == 4
   assert (tmp_path / 'checkpoints' / '4').is_dir()
   # Started again, a run that stopped early does not train on; it reports the same result.
-  again = train.train_and_evaluate(config, tmp_path)
+  again = train.train_and_evaluate(config, tmp_path, devices=ONE)
   assert again['steps'] == 12 and again['test'] == result['test']
 
 

@@ -46,7 +46,6 @@ Batches (numpy, for one process):
 from collections.abc import Callable, Iterable, Iterator, Sequence
 import dataclasses
 import itertools
-import json
 import pathlib
 from typing import Any
 

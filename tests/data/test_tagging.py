@@ -1,7 +1,6 @@
 """The token-classification pipeline: tags on first pieces (checked by hand), whole-word truncation,
 buckets, the resumable train order, eval padding, predict files, and conll2003 through tfds mocks."""
 
-import json
 
 import numpy as np
 import pytest

@@ -14,7 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import fakes
-from conftest import load_config
+from conftest import ONE, load_config
 from llmjax import config_lib, data, tasks, train
 
 NUM_EXAMPLES = 40
@@ -87,7 +87,7 @@ def test_a_three_class_glue_task_trains_and_reports_its_metrics(cache, tmp_path)
   config.num_train_steps = 2
   config.eval.every_steps = 2
   with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-    result = train.train_and_evaluate(config, tmp_path)
+    result = train.train_and_evaluate(config, tmp_path, devices=ONE)
   assert set(result['test']) == set(tasks.TASKS['classification'].metrics)
   assert json.loads((tmp_path / 'hf_export' / 'config.json').read_text())['id2label'] == {
       '0': 'entailment', '1': 'neutral', '2': 'contradiction'}

@@ -12,7 +12,7 @@ import pytest
 import scipy.stats
 
 from conftest import load_config
-from llmjax import config_lib, models, sharding, tasks, train
+from llmjax import config_lib, sharding, tasks, train
 from llmjax.errors import UserError
 from llmjax.models import bert, gpt
 from llmjax.tasks import losses, mlm
