@@ -2,6 +2,7 @@
 finished runs), the printed commands, runs N processes at a time, and one-line errors."""
 
 import csv
+import functools
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import ONE, REPO, tiny_config
 from llmjax import sweep, train
 from llmjax.errors import UserError
 
@@ -34,6 +35,9 @@ def test_grid_names_and_flag_values():
 
 def test_tiny_sweep_runs_tabulates_plots_and_skips_finished_runs(fake_cache, tmp_path, monkeypatch):
   config_file = f'{REPO / "configs" / "bert_classify.py"}:tiny'
+  # On one device: the test is of the sweep, not of meshes.
+  monkeypatch.setattr(train, 'train_and_evaluate',
+                      functools.partial(train.train_and_evaluate, devices=ONE))
   rows = sweep.run_sweep(config_file, tiny_config(**COMMON), str(tmp_path), overrides=COMMON)
   assert [r['run'] for r in rows] == RUNS
   for row in rows:
