@@ -39,7 +39,8 @@ def commands(processes: int, devices_per_process: int, port: int,
   # No persistent compilation cache: on the CPU its keys differ between processes and only
   # process 0 writes it, so process 0 would skip a compile that the others do, and reach the first
   # collective so far ahead of them that gloo's 30 s rendezvous fails.
-  env = {'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': ' '.join(flags), 'JAX_ENABLE_COMPILATION_CACHE': 'false'}
+  env = {'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': ' '.join(flags),
+         'JAX_ENABLE_COMPILATION_CACHE': 'false'}
   return [(env, [sys.executable, '-m', 'llmjax.main', *main_args,
                  f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={processes}',
                  f'--process_id={i}'])
