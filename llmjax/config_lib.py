@@ -97,6 +97,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.target_max_len = 128     # translation: target tokens per example (EOS included).
   c.data.buckets = (32, 64, 128)
   c.data.max_train_examples = -1
+  # Classification and regression: > 0 batches examples of about one length, sorted within windows
+  # of this many batches of the shuffled epoch (transformers' `group_by_length` uses 50), so fewer
+  # pad tokens are computed; 0 = batches of random lengths. See llmjax/data/pipeline.py.
+  c.data.length_groups = 0
 
   # sft (instruction tuning, llmjax.data.sft): how prompts and responses become token ids.
   c.data.chat_template = 'instruction'  # A name in sft.TEMPLATES, or '...{prompt}...{response}'.
@@ -381,6 +385,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   need(config.on_nonfinite in ('stop', 'skip'), 'on_nonfinite', 'must be stop or skip')
   need(config.checkpoint.preemption_sync_steps > 0, 'checkpoint.preemption_sync_steps',
        'must be > 0 (steps between the processes agreeing on a SIGTERM)')
+  need(config.data.length_groups >= 0, 'data.length_groups',
+       'must be >= 0 (0 = batches of random lengths; e.g. 50)')
+  need(config.data.length_groups == 0 or config.task.name in ('classification', 'regression'),
+       'data.length_groups', f'groups batches by length for classification and regression only, '
+       f'not {config.task.name}: set it to 0')
   buckets = tuple(config.data.buckets)
   need(list(buckets) == sorted(set(buckets)) and buckets and buckets[0] > 2, 'data.buckets',
        'must be increasing lengths > 2')

@@ -13,7 +13,12 @@ the others.
 Training order is a pure function of (config.seed, step): global step s is batch s % spe of epoch
 s // spe (spe = steps_per_epoch), and every epoch is a fresh seeded permutation of the train split.
 `train_iter(start_step)` therefore resumes a killed run exactly, and the order does not depend on
-the number of processes. Evaluation reads a split in its stored order, pads the last batch with
+the number of processes. With `config.data.length_groups` = G > 0 (what transformers' Trainer
+calls `group_by_length`), each epoch's permutation is cut into windows of G batches whose examples
+are sorted by length before they are batched, and the epoch's batches are then shuffled: a batch
+holds sentences of about one length, so it pads to a smaller bucket (the movie reviews, buckets
+16/24/32/48/64/96/128, G = 50: 1,061 tokens a step instead of 2,085 with random batches over
+32/64/128). Evaluation reads a split in its stored order, pads the last batch with
 weight-0 rows, and so counts every example exactly once.
 
 Everything runs in the training process (no grain worker processes); a background thread
@@ -21,7 +26,9 @@ prepares the next few batches while the accelerator works.
 """
 
 from collections.abc import Callable, Iterator, Sequence
+import functools
 import hashlib
+import sys
 from typing import Any
 
 from absl import logging
@@ -57,7 +64,7 @@ class ClassificationData:
   def __init__(self, *, tokenizer: tokenizers.Tokenizer, label_names: Sequence[str],
                splits: dict[str, Sequence[tuple[tuple[str, ...], Any]]], text_keys: Sequence[str],
                buckets: Sequence[int], batch_size: int, eval_batch_size: int, seed: int,
-               process_index: int, process_count: int):
+               process_index: int, process_count: int, length_groups: int = 0):
     self.tokenizer = tokenizer
     self.label_names = list(label_names)
     self.num_labels = len(self.label_names)
@@ -81,6 +88,7 @@ class ClassificationData:
       raise UserError(f'the train split has {self.num_examples["train"]} examples, fewer than '
                       f'config.batch_size={batch_size}: lower the batch size or use more data')
     self._order_seed = _order_seed(seed)
+    self._length_groups = length_groups
     max_len = (tokenizer.truncation or {}).get('max_length')
     if max_len is None or max_len > self._buckets[-1]:
       raise ValueError(f'the tokenizer truncates to {max_len}, longer than the largest bucket '
@@ -90,8 +98,21 @@ class ClassificationData:
     """Returns the endless stream of this process's train batches, from global step start_step."""
     if start_step < 0:
       raise ValueError(f'start_step must be >= 0, got {start_step}')
+    lengths = self._train_lengths() if self._length_groups else None
     return train_batches(self._splits['train'], self._batch_size, self._order_seed, start_step,
-                         lambda examples: self._collate(examples, self._batch_size))
+                         lambda examples: self._collate(examples, self._batch_size),
+                         lengths, self._length_groups)
+
+  @functools.cache
+  def _train_lengths(self) -> np.ndarray:
+    """Tokens (truncated) of every train example, for batches grouped by length."""
+    train = self._splits['train']
+    lengths = []
+    for start in range(0, len(train), 1024):
+      texts = [train[i][0] for i in range(start, min(start + 1024, len(train)))]
+      texts = [t if self._pair else t[0] for t in texts]
+      lengths += [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
+    return np.asarray(lengths)
 
   def eval_iter(self, split: str) -> Iterator[dict[str, np.ndarray]]:
     """Returns this process's batches of `split` in stored order; the last is padded (weight 0)."""
@@ -193,7 +214,7 @@ def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
       tokenizer=tokenizer, label_names=label_names, splits=splits, text_keys=text_keys,
       buckets=buckets, batch_size=batch_size,
       eval_batch_size=eval_batch_size, seed=config.seed, process_index=process_index,
-      process_count=process_count)
+      process_count=process_count, length_groups=data.length_groups)
   logging.info('data %s: %s examples, labels %s, %d train steps per epoch', data.name,
                result.num_examples, result.label_names or 'real-valued', result.steps_per_epoch)
   return result
@@ -263,16 +284,53 @@ class _Prefix:
 
 
 def train_batches(examples: Sequence[Any], batch_size: int, order_seed: int, start_step: int,
-                  collate: Callable[[list], dict[str, np.ndarray]]
+                  collate: Callable[[list], dict[str, np.ndarray]],
+                  lengths: np.ndarray | None = None, length_groups: int = 0
                   ) -> Iterator[dict[str, np.ndarray]]:
   """The endless stream of collate(global train batch s) for s >= start_step (shared by the
-  classification and token-classification pipelines)."""
+  classification and token-classification pipelines); with `length_groups` > 0, batches of
+  examples of similar `lengths` (see the module docstring)."""
+  if length_groups > 0:
+    order = LengthGroupedOrder(lengths, batch_size, order_seed, length_groups)
+    ds = grain.MapDataset.range(start_step, sys.maxsize).map(
+        lambda step: [examples[i] for i in order.batch(step)])
+    return iter(ds.map(collate).to_iter_dataset(_read_options()))
   # Element s of the repeated dataset is global batch s: grain's batch keeps epochs apart
   # (dropping each epoch's remainder) and its shuffle permutes epoch e with seed
   # (order_seed + e), so the stream is a function of (seed, step) that can be sliced at any step.
   ds = grain.MapDataset.source(examples).shuffle(seed=order_seed)
   ds = ds.batch(batch_size, drop_remainder=True, batch_fn=list).repeat()
   return iter(ds[start_step:].map(collate).to_iter_dataset(_read_options()))
+
+
+class LengthGroupedOrder:
+  """The example indices of each global train batch when batches group examples by length.
+
+  Epoch e: a permutation of the examples seeded by (order_seed, e), cut into windows of
+  `length_groups` x batch_size; each window sorted by length (longest first, ties in permuted order)
+  and cut into batches; the last n % batch_size examples of the epoch dropped, as without grouping;
+  the epoch's batches permuted again, so that lengths do not rise and fall with the windows.
+  """
+
+  def __init__(self, lengths: np.ndarray, batch_size: int, order_seed: int, length_groups: int):
+    self._lengths = np.asarray(lengths)
+    self._batch_size = batch_size
+    self._seed = order_seed
+    self._window = batch_size * length_groups
+    self.steps_per_epoch = len(self._lengths) // batch_size
+
+  def batch(self, step: int) -> np.ndarray:
+    return self._epoch(step // self.steps_per_epoch)[step % self.steps_per_epoch]
+
+  @functools.lru_cache(maxsize=2)
+  def _epoch(self, epoch: int) -> np.ndarray:
+    """[steps_per_epoch, batch_size] example indices of one epoch."""
+    rng = np.random.default_rng([self._seed, epoch])
+    order = rng.permutation(len(self._lengths))
+    order = np.concatenate([w[np.argsort(-self._lengths[w], kind='stable')]
+                            for w in np.split(order, range(self._window, len(order), self._window))])
+    batches = order[:self.steps_per_epoch * self._batch_size].reshape(self.steps_per_epoch, -1)
+    return batches[rng.permutation(self.steps_per_epoch)]
 
 
 def eval_batches(examples: Sequence[Any], batch_size: int,
