@@ -19,6 +19,10 @@ def get_config(arg=None):
   arg = config_lib.parse_arg(arg, tiny=False, epochs=3, max_len=128, batch=32, lr=3e-5, lora=False)
   c = config_lib.base_config()
   config_lib.minilm_finetuning(c, arg)
+  # Batches of sentences of about one length (transformers' group_by_length) padded to finer
+  # buckets: 1,148 tokens a step on the movie reviews instead of 2,085 (llmjax/data/pipeline.py).
+  c.data.length_groups = 50
+  c.data.buckets = tuple(b for b in (16, 32, 48, 64) if b < arg.max_len) + (arg.max_len,)
   if arg.lora:
     # LoRA (Hu et al. 2021) on every dense layer of the encoder, as QLoRA (Dettmers et al. 2023)
     # found necessary to match full fine-tuning; the new classifier trains fully. Rank 8 trains
