@@ -16,8 +16,8 @@ T5 (the defaults, T5Config() is `t5-small` exactly as HF `T5ForConditionalGenera
   logits = (y * d_model**-0.5) @ shared^T       # v1.0 (tied); v1.1: lm_head, no scaling
 
 The relative position bias is computed once per stack, by block 0 (which owns its parameter, as in
-HF), and reused by every block of that stack; the encoder's buckets are bidirectional, the decoder's
-causal. T5 v1.1 is feed_forward='gated-gelu' (tanh GELU gate), tie_word_embeddings=False.
+HF), with the attention mask folded in (as HF adds it), and reused by every block of that stack; the
+encoder's buckets are bidirectional, the decoder's causal. T5 v1.1 is feed_forward='gated-gelu' (tanh GELU gate), tie_word_embeddings=False.
 
 The original Transformer ("base", WMT en-de) is a matter of switches (see `transformer_base`):
 position='sinusoidal', norm='layernorm', norm_position='post' (x = norm(x + Dropout(sublayer(x))), no
@@ -184,8 +184,9 @@ class Block(nn.Module):
     kw = layers.dtypes(cfg)
     f = cfg.initializer_factor
     if self.relative_bias:
-      # [1, heads, L, L or max_len]
-      bias = _relative_position_bias(cfg, self.decoder)(query_index, key_index)
+      # [B, heads, L, L or max_len], the mask folded in: the blocks attend without a mask.
+      bias = layers.masked_bias(
+          _relative_position_bias(cfg, self.decoder)(query_index, key_index), mask)
 
     def sublayer(name, fn, x):
       norm = layers.norm(cfg.norm, epsilon=cfg.layer_norm_eps, name=f'{name}_norm', **kw)
@@ -207,7 +208,8 @@ class Block(nn.Module):
           out_init=_normal(f * (cfg.num_heads * cfg.d_kv) ** -0.5), name=name, **kw)
 
     x = sublayer('self_attention', lambda h: attention('self_attention')(
-        h, h, mask, bias=bias, deterministic=deterministic, decode=decode), x)
+        h, h, mask if bias is None else None, bias=bias, deterministic=deterministic,
+        decode=decode), x)
     if self.decoder:
       x = sublayer('cross_attention', lambda h: attention('cross_attention')(
           h, encoded, cross_mask, deterministic=deterministic), x)
@@ -292,7 +294,8 @@ class Stack(nn.Module):
       # Scanned blocks all have the same params, so the bias block 0 owns in the unscanned (HF)
       # layout is computed here, once, and broadcast to every block.
       if cfg.position == 'relative':
-        bias = _relative_position_bias(cfg, self.decoder)(query_index, key_index)
+        bias = layers.masked_bias(
+            _relative_position_bias(cfg, self.decoder)(query_index, key_index), mask)
       stack = nn.scan(block, variable_axes={'params': 0, 'cache': 0},
                       split_rngs={'params': True, 'dropout': True},
                       in_axes=(nn.broadcast,) * 8, length=num_layers,

@@ -54,6 +54,24 @@ def test_fused_attention_equals_explicit(kv_heads):
                              atol=1e-6)
 
 
+def test_mask_folded_into_bias_attends_the_same():
+  # A padded query (row 0's first) sees no key of its segment: uniform weights either way, no NaN.
+  kq, kk, kv, kb = jax.random.split(jax.random.key(1), 4)
+  q, k, v = (jax.random.normal(key, (2, 6, 4, 8)) for key in (kq, kk, kv))
+  bias = jax.random.normal(kb, (1, 4, 6, 6))
+  seg = jnp.array([[0, 1, 1, 2, 2, 2], [1, 1, 1, 1, 1, 1]])
+  mask = layers.make_attention_mask(query_segment_ids=seg, key_segment_ids=seg)
+  mask = mask & jnp.array([[False] + [True] * 5] + [[True] * 6] * 5)  # query 0 sees nothing
+  folded = layers.masked_bias(bias, mask)
+  assert folded.shape == (2, 4, 6, 6)
+  expected = layers.dot_product_attention(q, k, v, mask, bias=bias, scale=False)
+  np.testing.assert_allclose(layers.dot_product_attention(q, k, v, bias=folded, scale=False),
+                             expected, atol=1e-5, rtol=0)
+  np.testing.assert_allclose(jax.nn.dot_product_attention(q, k, v, bias=folded, scale=1.0),
+                             expected, atol=1e-5, rtol=0)
+  assert layers.masked_bias(bias, None) is bias
+
+
 def test_rotary_is_relative():
   x = jax.random.normal(jax.random.key(0), (1, 2, 1, 16))
   q, k = x[:, :1], x[:, 1:]
