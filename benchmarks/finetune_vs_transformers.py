@@ -4,6 +4,7 @@ transformers + PyTorch, on the same batches from the same pretrained weights.
   python benchmarks/finetune_vs_transformers.py --config=configs/movie_rating.py:epochs=1
   python benchmarks/finetune_vs_transformers.py --config=configs/bbc_news.py \
       --llmjax_workdir=runs/bbc   # reuse a finished llmjax run of the same config
+  python benchmarks/finetune_vs_transformers.py --config=configs/bert_classify.py --seed=1
 
 The config's data is built once by llmjax (`llmjax.tasks.build_data`): both sides train on the
 batches of `train_iter()` (same order, same padding buckets, same tokenization) for the config's
@@ -57,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="the llmjax run's workdir: its results.json when it finished, else trained "
                       'there (default: a temporary directory)')
   p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
+  p.add_argument('--seed', type=int, default=None,
+                 help="config.seed for both sides (the data order, the new head's initialisation, "
+                      "dropout); default: the config's")
   p.add_argument('--hf_pad_to', type=int, default=0,
                  help="pad every transformers batch to this many tokens, as the usual recipe's "
                       "tokenizer(padding='max_length') does (0: llmjax's bucketed batches as they are)")
@@ -209,7 +213,7 @@ def report(spec: str, config, ours: dict, theirs: dict, out: str) -> dict:
     print(f'validation {metric} of {name}: ' + ' '.join(f'{e[metric]:.4f}' for e in r['validation']))
   print(f'{"best step":12s} {ours["best_step"]:10d} {theirs["best_step"]:13d}')
   print(f'{"wall (s)":12s} {ours["wall_time_s"]:10.1f} {theirs["wall_time_s"]:13.1f}')
-  result = {'config': spec, 'llmjax': ours, 'transformers': theirs}
+  result = {'config': spec, 'seed': config.seed, 'llmjax': ours, 'transformers': theirs}
   if out:
     pathlib.Path(out).write_text(json.dumps(result, indent=2, default=float))
   return result
@@ -218,6 +222,8 @@ def report(spec: str, config, ours: dict, theirs: dict, out: str) -> dict:
 def main(argv=None) -> dict:
   args = parse_args(argv)
   config = load_config(args.config)
+  if args.seed is not None:
+    config.seed = args.seed
   if config.task.name not in ('classification', 'regression'):
     raise SystemExit(f'{args.config} is a {config.task.name} config: this script compares '
                      'sequence classification and regression')

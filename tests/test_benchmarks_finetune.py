@@ -22,7 +22,7 @@ def test_both_frameworks_fine_tune_and_report_the_same_metrics(fake_cache, tmp_p
   config_file = fakes.tiny_pretrained_config(tmp_path, REPO / 'configs' / 'movie_rating.py', extra)
   out = tmp_path / 'figures.json'
   figures = load_benchmark('finetune_vs_transformers').main([f'--config={config_file}',
-                                                             f'--out={out}'])
+                                                             f'--out={out}', '--seed=3'])
   printed = capsys.readouterr().out
   ours, theirs = figures['llmjax'], figures['transformers']
   assert set(ours['test']) == set(theirs['test'])
@@ -31,7 +31,9 @@ def test_both_frameworks_fine_tune_and_report_the_same_metrics(fake_cache, tmp_p
   assert [e['step'] for e in theirs['validation']] == [e['step'] for e in ours['validation']]
   metric = 'f1' if task == 'classification' else 'pearson'
   assert f'{ours["test"][metric]:.4f}' in printed and f'{theirs["test"][metric]:.4f}' in printed
-  assert json.loads(out.read_text())['transformers']['best_step'] == theirs['best_step']
+  written = json.loads(out.read_text())
+  assert written['transformers']['best_step'] == theirs['best_step']
+  assert written['seed'] == 3
 
 
 def test_padding_the_transformers_batches_changes_no_metric(fake_cache, tmp_path):
