@@ -72,6 +72,25 @@ def test_mask_folded_into_bias_attends_the_same():
   assert layers.masked_bias(bias, None) is bias
 
 
+@pytest.mark.parametrize('x_shape,kernel_shape,contract', [
+    ((2, 5, 6), (6, 3, 4), 1),      # q/k/v: embed -> heads x kv
+    ((2, 5, 3, 4), (3, 4, 6), 2),   # out: heads x kv -> embed
+    ((7, 6), (6, 8), 1)])
+def test_project_has_dot_generals_value_and_gradients(x_shape, kernel_shape, contract):
+  kx, kk, ky = jax.random.split(jax.random.key(2), 3)
+  x, kernel = jax.random.normal(kx, x_shape), jax.random.normal(kk, kernel_shape)
+  dims = ((tuple(range(len(x_shape) - contract, len(x_shape))), tuple(range(contract))), ((), ()))
+  y = jax.lax.dot_general(x, kernel, dims)
+  np.testing.assert_allclose(layers.project(x, kernel, contract), y, atol=1e-5, rtol=0)
+  dy = jax.random.normal(ky, y.shape)
+  loss = lambda f: lambda x, k: jnp.vdot(f(x, k), dy)
+  ours = jax.grad(loss(lambda x, k: layers.project(x, k, contract)), (0, 1))(x, kernel)
+  ref = jax.grad(loss(lambda x, k: jax.lax.dot_general(x, k, dims)), (0, 1))(x, kernel)
+  for a, b in zip(ours, ref):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
 def test_rotary_is_relative():
   x = jax.random.normal(jax.random.key(0), (1, 2, 1, 16))
   q, k = x[:, :1], x[:, 1:]
