@@ -17,7 +17,8 @@ T5 (the defaults, T5Config() is `t5-small` exactly as HF `T5ForConditionalGenera
 
 The relative position bias is computed once per stack, by block 0 (which owns its parameter, as in
 HF), with the attention mask folded in (as HF adds it), and reused by every block of that stack; the
-encoder's buckets are bidirectional, the decoder's causal. T5 v1.1 is feed_forward='gated-gelu' (tanh GELU gate), tie_word_embeddings=False.
+encoder's buckets are bidirectional, the decoder's causal. T5 v1.1 is feed_forward='gated-gelu' (tanh
+GELU gate), tie_word_embeddings=False.
 
 The original Transformer ("base", WMT en-de) is a matter of switches (see `transformer_base`):
 position='sinusoidal', norm='layernorm', norm_position='post' (x = norm(x + Dropout(sublayer(x))), no
