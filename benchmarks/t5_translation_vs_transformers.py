@@ -4,6 +4,11 @@ of the test books.
 
   python benchmarks/t5_translation_vs_transformers.py --steps=1500 --layers=2 --width=256 \
       --vocab=8000 --batch=32 --lr=1e-3 --beams=4 [--test_examples=N] [--out=FILE.json]
+  python benchmarks/t5_translation_vs_transformers.py --steps=3000 --device=cuda --chunk=512
+
+On a GPU, llmjax runs on JAX's default backend and `--device=cuda` puts the transformers side there
+too; `--chunk` sets how many pairs each of its forward passes takes (16 suits a CPU; on a GPU one
+pass of the whole step is faster, and the step's gradient is the same either way).
 
 Both frameworks see exactly the same numpy batches: the config is built from
 `configs/translate_bible.py` (dropout 0, so neither run draws random masks; label smoothing 0.1 as
@@ -73,6 +78,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument('--test_examples', type=int, default=-1, help='translate the first N (-1 = all)')
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
+  p.add_argument('--device', default='cpu',
+                 help="torch device of the transformers side (llmjax uses JAX's default backend)")
+  p.add_argument('--chunk', type=int, default=16,
+                 help='pairs per forward pass of the transformers side (larger on a GPU)')
   p.add_argument('--out', default='', help='also write the figures as JSON to this file')
   return p.parse_args(argv)
 
@@ -139,7 +148,8 @@ def run_llmjax(config, train_batches, test_batches, data) -> dict:
     results = json.loads((pathlib.Path(workdir) / 'results.json').read_text())
   test = results['test']
   return {'bleu': test['bleu'], 'chrf': test['chrf'], 'test_loss': test['loss'],
-          'wall_s': time.time() - start, 'train_loss': results['epoch_loss']['0']}
+          'wall_s': time.time() - start, 'train_loss': results['epoch_loss']['0'],
+          'device': jax.devices()[0].device_kind}
 
 
 # --- transformers + PyTorch -----------------------------------------------------------------------
@@ -164,20 +174,18 @@ def _pad(arrays, dtype=np.int64) -> tuple[np.ndarray, np.ndarray]:
   return out, mask
 
 
-_CHUNK = 16  # pairs per forward pass of the transformers side
-
-
 def hf_loss_sums(model, pairs, label_smoothing: float):
   """(summed smoothed loss, summed NLL, target count) over the pairs, as llmjax's task."""
   import torch
   source, source_mask = _pad([p[0] for p in pairs])
   decoder_inputs, target_mask = _pad([p[1] for p in pairs])
   targets, _ = _pad([p[2] for p in pairs])
-  logits = model(input_ids=torch.as_tensor(source), attention_mask=torch.as_tensor(source_mask),
-                 decoder_input_ids=torch.as_tensor(decoder_inputs),
-                 decoder_attention_mask=torch.as_tensor(target_mask), use_cache=False).logits
-  flat, labels = logits.flatten(0, 1).float(), torch.as_tensor(targets).flatten()
-  weights = torch.as_tensor(target_mask, dtype=torch.float32).flatten()
+  tensor = lambda a, dtype=None: torch.as_tensor(a, dtype=dtype, device=model.device)
+  logits = model(input_ids=tensor(source), attention_mask=tensor(source_mask),
+                 decoder_input_ids=tensor(decoder_inputs),
+                 decoder_attention_mask=tensor(target_mask), use_cache=False).logits
+  flat, labels = logits.flatten(0, 1).float(), tensor(targets).flatten()
+  weights = tensor(target_mask, torch.float32).flatten()
   smoothed = torch.nn.functional.cross_entropy(flat, labels, reduction='none',
                                                label_smoothing=label_smoothing)
   nll = torch.nn.functional.cross_entropy(flat, labels, reduction='none')
@@ -236,18 +244,33 @@ def test_rows(test_batches) -> tuple[list[np.ndarray], list[str], list[tuple]]:
   return sources, references, pairs
 
 
-def run_transformers(model, config, train_batches, test_batches, data, threads: int) -> dict:
+def run_transformers(model, config, train_batches, test_batches, data, threads: int,
+                     device: str = 'cpu', chunk: int = 16) -> dict:
   """Test BLEU, chrF, loss and wall time of T5ForConditionalGeneration on the saved batches."""
   import torch
   previous = torch.get_num_threads()
   torch.set_num_threads(threads)
   try:
-    return _train_transformers(model, config, train_batches, test_batches, data)
+    return _train_transformers(model.to(device), config, train_batches, test_batches, data, chunk)
   finally:
     torch.set_num_threads(previous)  # A caller (e.g. a test session) keeps its own setting.
 
 
-def _train_transformers(model, config, train_batches, test_batches, data) -> dict:
+def backward(model, pairs, label_smoothing: float, chunk: int) -> float:
+  """Adds the gradient of the step's loss (smoothed, per target token) to the model's and returns
+  the summed NLL. The pairs run by length, in chunks of `chunk` padded to their own longest pair (far
+  less padding than one batch of all pairs); the chunks' gradients add up to the whole batch's."""
+  pairs = sorted(pairs, key=lambda p: (len(p[0]), len(p[2])))
+  step_tokens = sum(len(p[2]) for p in pairs)
+  nll_sum = 0.0
+  for i in range(0, len(pairs), chunk):
+    chunk_loss, chunk_nll, _ = hf_loss_sums(model, pairs[i:i + chunk], label_smoothing)
+    (chunk_loss / max(step_tokens, 1)).backward()
+    nll_sum += float(chunk_nll.detach())
+  return nll_sum
+
+
+def _train_transformers(model, config, train_batches, test_batches, data, chunk: int) -> dict:
   import torch
   start = time.time()
   opt, sched = hf_optimizer(model, config)
@@ -255,16 +278,10 @@ def _train_transformers(model, config, train_batches, test_batches, data) -> dic
   model.train()
   run_nll, run_weight, window = 0.0, 0.0, []
   for step, batch in enumerate(train_batches):
-    # The step's pairs by length, in chunks padded to their own longest pair (far less padding than
-    # one batch of all pairs); the gradients of the chunks add up to the whole batch's.
-    pairs = sorted(unpack(batch), key=lambda p: (len(p[0]), len(p[2])))
+    pairs = unpack(batch)
     step_tokens = sum(len(p[2]) for p in pairs)
     opt.zero_grad(set_to_none=True)
-    nll_sum = 0.0
-    for i in range(0, len(pairs), _CHUNK):
-      chunk_loss, chunk_nll, _ = hf_loss_sums(model, pairs[i:i + _CHUNK], smoothing)
-      (chunk_loss / max(step_tokens, 1)).backward()
-      nll_sum += float(chunk_nll.detach())
+    nll_sum = backward(model, pairs, smoothing, chunk)
     if config.optim.clip_norm > 0:
       torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_norm)
     opt.step()
@@ -285,14 +302,15 @@ def _train_transformers(model, config, train_batches, test_batches, data) -> dic
       total, count = total + float(nll_sum), count + float(weight)
     for i in range(0, len(sources), config.eval_batch_size):
       ids, mask = _pad(sources[i:i + config.eval_batch_size])
-      out = model.generate(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
+      out = model.generate(input_ids=torch.as_tensor(ids, device=model.device),
+                           attention_mask=torch.as_tensor(mask, device=model.device),
                            num_beams=config.eval.num_beams,
                            length_penalty=config.eval.length_penalty, early_stopping=False,
                            max_new_tokens=config.data.target_max_len, do_sample=False,
                            decoder_start_token_id=0, eos_token_id=data.tokenizer.eos_id,
                            pad_token_id=0)
       # Without the start token; up to EOS, decoded as llmjax's task decodes its own.
-      hypotheses += [seq2seq.generated_text(data.tokenizer, row[1:]) for row in out.numpy()]
+      hypotheses += [seq2seq.generated_text(data.tokenizer, row[1:]) for row in out.cpu().numpy()]
   bleu = sacrebleu_scores(hypotheses, references)
   return {**bleu, 'test_loss': total / max(count, 1.0), 'wall_s': time.time() - start,
           'train_loss': run_nll / max(run_weight, 1.0)}
@@ -322,7 +340,8 @@ def main(argv=None) -> dict:
     jx = run_llmjax(config, train_batches, test_batches, data)
   print(f'llmjax: test BLEU {jx["bleu"]:.2f}, chrF {jx["chrf"]:.2f}, {jx["wall_s"]:.0f}s',
         flush=True)
-  hf = run_transformers(model, config, train_batches, test_batches, data, args.threads)
+  hf = run_transformers(model, config, train_batches, test_batches, data, args.threads,
+                        args.device, args.chunk)
   rel = abs(jx['bleu'] - hf['bleu']) / max(hf['bleu'], 1e-9)
   m = config.model
   figures = {
@@ -330,7 +349,8 @@ def main(argv=None) -> dict:
       'heads': m.num_heads, 'max_len': config.data.max_len, 'batch': config.batch_size,
       'vocab': m.vocab_size, 'lr': config.optim.lr, 'num_beams': config.eval.num_beams,
       'length_penalty': config.eval.length_penalty, 'train_tokens': tokens,
-      'test_pairs_translated': decoded, 'llmjax': jx, 'transformers': hf,
+      'test_pairs_translated': decoded, 'seed': config.seed, 'llmjax': jx,
+      'transformers': {**hf, 'device': args.device},
       'bleu_relative_diff': rel,
   }
   print(f'\n{"steps":>6} | {"":>12} | {"test BLEU":>9} | {"chrF":>6} | {"test loss":>9} | '

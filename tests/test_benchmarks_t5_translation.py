@@ -51,6 +51,24 @@ def test_unpacking_gives_back_every_packed_pair(fake_cache):
     assert source[-1] == targets[-1] == 1  # both sides end in EOS
 
 
+def test_chunks_of_any_size_give_the_step_gradient(fake_cache):
+  import torch  # pylint: disable=g-import-not-at-top
+  bench = load_benchmark('t5_translation_vs_transformers')
+  config = bench.load_config(bench.parse_args(TINY))
+  train_batches, _, _ = bench.load_batches(config)
+  pairs = bench.unpack(train_batches[0])
+  model = bench.build_hf_model(config, 0)
+  grads, nlls = [], []
+  for chunk in (1, 3, len(pairs)):
+    model.zero_grad(set_to_none=True)
+    nlls.append(bench.backward(model, pairs, 0.1, chunk))
+    grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+  assert len(pairs) > 3
+  for nll, grad in zip(nlls[1:], grads[1:]):
+    assert nll == pytest.approx(nlls[0], rel=1e-5)
+    torch.testing.assert_close(grad, grads[0], rtol=1e-4, atol=1e-7)
+
+
 def test_hf_optimizer_mirrors_llmjax_decay_mask_and_schedule(fake_cache):
   bench = load_benchmark('t5_translation_vs_transformers')
   config = bench.load_config(bench.parse_args([*TINY, '--steps=20']))
