@@ -97,6 +97,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.target_max_len = 128     # translation: target tokens per example (EOS included).
   c.data.buckets = (32, 64, 128)
   c.data.max_train_examples = -1
+  # Classification and regression: > 0 pools all configured splits for K-fold cross-validation
+  # and tests on fold `data.fold` (llmjax.data.pipeline.cross_validation_splits); 0 = the splits.
+  c.data.folds = 0
+  c.data.fold = 0
   # Classification and regression: > 0 batches examples of about one length, sorted within windows
   # of this many batches of the shuffled epoch (transformers' `group_by_length` uses 50), so fewer
   # pad tokens are computed; 0 = batches of random lengths. See llmjax/data/pipeline.py.
@@ -385,6 +389,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   need(config.on_nonfinite in ('stop', 'skip'), 'on_nonfinite', 'must be stop or skip')
   need(config.checkpoint.preemption_sync_steps > 0, 'checkpoint.preemption_sync_steps',
        'must be > 0 (steps between the processes agreeing on a SIGTERM)')
+  need(config.data.folds == 0 or config.data.folds >= 2, 'data.folds',
+       'must be 0 (the configured splits) or >= 2 (K-fold cross-validation, e.g. 5)')
+  need(config.data.folds == 0 or 0 <= config.data.fold < config.data.folds, 'data.fold',
+       f'must be in [0, data.folds={config.data.folds})')
+  need(config.data.folds == 0 or config.task.name in ('classification', 'regression'),
+       'data.folds', f'cross-validates classification and regression only, not '
+       f'{config.task.name}: set it to 0')
   need(config.data.length_groups >= 0, 'data.length_groups',
        'must be >= 0 (0 = batches of random lengths; e.g. 50)')
   need(config.data.length_groups == 0 or config.task.name in ('classification', 'regression'),

@@ -64,6 +64,11 @@ def test_validation_errors_name_the_key_and_the_fix():
       'config.data.length_groups=-1 must be >= 0 (0 = batches of random lengths; e.g. 50)')
   assert 'for classification and regression only, not mlm: set it to 0' in _bad(
       task__name='mlm', num_train_steps=10, data__length_groups=50)
+  assert _bad(data__folds=1) == ('config.data.folds=1 must be 0 (the configured splits) or >= 2 '
+                                 '(K-fold cross-validation, e.g. 5)')
+  assert _bad(data__folds=5, data__fold=5) == 'config.data.fold=5 must be in [0, data.folds=5)'
+  assert 'cross-validates classification and regression only, not mlm' in _bad(
+      task__name='mlm', num_train_steps=10, data__folds=5)
 
 
 def test_mesh_shape_fills_minus_one():

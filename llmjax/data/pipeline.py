@@ -40,6 +40,7 @@ import tokenizers
 
 from llmjax import assets
 from llmjax.data import files
+from llmjax.data import local_builder
 from llmjax.data import text as text_lib
 from llmjax.data import tfds_sources
 from llmjax.data import tokenizers as tokenizers_lib
@@ -208,6 +209,8 @@ def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
     splits, label_names = files.open_files(data, regression)
   else:
     splits, label_names = _open_tfds(data, text_keys, split_specs, regression)
+  if data.get('folds', 0):  # (a run's config saved before cross-validation existed has no folds)
+    splits = cross_validation_splits(splits, data.folds, data.fold)
   if data.max_train_examples > 0:
     splits['train'] = _Prefix(splits['train'], data.max_train_examples)
   result = ClassificationData(
@@ -265,6 +268,35 @@ def batching(config: ml_collections.ConfigDict, process_index: int,
     raise UserError(f'config.data.max_len={config.data.max_len} must equal the largest bucket '
                     f'{buckets[-1]}: set both to the same length')
   return batch_size, eval_batch_size, buckets
+
+
+# Of the examples outside the test fold, the share held out for validation (checkpoint choice and
+# early stopping), as the 80/10/10 splits of llmjax's builders hold out a ninth of the rest.
+CV_VALIDATION_TENTHS = 1
+
+
+def cross_validation_splits(splits: dict[str, Sequence[tuple[tuple[str, ...], Any]]], folds: int,
+                            fold: int) -> dict[str, list[tuple[tuple[str, ...], Any]]]:
+  """K-fold cross-validation (`config.data.folds` = K, `config.data.fold` = i): every example of
+  the configured splits pooled, each in fold sha256(its texts) mod K, so copies of one text share a
+  fold and never sit on both sides of it. Fold i is the test split; of the other examples, one in
+  ten (by a second hash) is the validation split and the rest train. Over i = 0..K-1 every example
+  is tested exactly once, by a model that never trained on it."""
+  if folds < 2 or not 0 <= fold < folds:
+    raise UserError(f'config.data.fold={fold} with config.data.folds={folds}: folds must be >= 2 '
+                    f'and fold in [0, {folds})')
+  fold_shares = tuple((str(k), 1) for k in range(folds))
+  rest_shares = (('validation', CV_VALIDATION_TENTHS), ('train', 10 - CV_VALIDATION_TENTHS))
+  out = {'train': [], 'validation': [], 'test': []}
+  for examples in splits.values():
+    for i in range(len(examples)):
+      example = examples[i]
+      key = '\x1f'.join(example[0])
+      if local_builder.split_of(key, fold_shares) == str(fold):
+        out['test'].append(example)
+      else:
+        out[local_builder.split_of('validation\x1f' + key, rest_shares)].append(example)
+  return out
 
 
 class _Prefix:

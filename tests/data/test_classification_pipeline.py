@@ -227,6 +227,38 @@ def test_max_train_examples_and_split_slicing(cache):
     d.eval_iter('test')
 
 
+def test_cross_validation_tests_every_example_once_and_keeps_copies_together():
+  # Three splits pooled, with copies of one text in two of them (as BBC News repeats 98 articles).
+  splits = {'train': [((f't{i}',), i % 3) for i in range(300)] + [(('copy',), 1)],
+            'validation': [((f'v{i}',), 0) for i in range(40)],
+            'test': [((f's{i}', 'pair'), 2) for i in range(60)] + [(('copy',), 1)]}
+  every = sorted(ex for examples in splits.values() for ex in examples)
+  tested = []
+  for fold in range(5):
+    cv = data.pipeline.cross_validation_splits(splits, 5, fold)
+    assert sorted(ex for examples in cv.values() for ex in examples) == every
+    texts = {name: {ex[0] for ex in examples} for name, examples in cv.items()}
+    assert not texts['test'] & (texts['train'] | texts['validation'])
+    assert not texts['train'] & texts['validation']
+    rest = len(cv['train']) + len(cv['validation'])
+    assert 0.05 < len(cv['validation']) / rest < 0.15
+    assert 0.1 < len(cv['test']) / len(every) < 0.3
+    tested += cv['test']
+  assert sorted(tested) == every  # each example tested by exactly one fold
+  with pytest.raises(UserError, match=r'fold=5 with config.data.folds=5'):
+    data.pipeline.cross_validation_splits(splits, 5, 5)
+
+
+def test_cross_validation_from_the_config(cache):
+  folds = [data.build(make_config(**{'data.folds': 4, 'data.fold': k})).num_examples
+           for k in range(4)]
+  assert all(sum(n.values()) == NUM for n in folds)
+  assert sum(n['test'] for n in folds) == NUM
+  d = data.build(make_config(**{'data.folds': 4, 'data.fold': 1}))
+  again = data.build(make_config(**{'data.folds': 4, 'data.fold': 1}))
+  assert same_batches(take(d.eval_iter('test'), 3), take(again.eval_iter('test'), 3))
+
+
 def test_concurrent_first_use_prepares_once(cache, tmp_path):
   # Several processes of one host may start together on a fresh data_dir; unguarded, TFDS's final
   # rename makes all but one of them fail. (Threads stand in for processes: flock locks conflict
