@@ -115,12 +115,17 @@ class ClassificationData:
       lengths += [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
     return np.asarray(lengths)
 
-  def eval_iter(self, split: str) -> Iterator[dict[str, np.ndarray]]:
-    """Returns this process's batches of `split` in stored order; the last is padded (weight 0)."""
+  def examples(self, split: str) -> Sequence[tuple[tuple[str, ...], Any]]:
+    """All of `split`'s examples as ((text, ...), label), in stored order (e.g. for a baseline
+    fitted on the same texts)."""
     if split not in self._splits:
       raise UserError(f'no split {split!r} is configured (have {sorted(self._splits)}): add it to '
                       'config.data.splits')
-    return eval_batches(self._splits[split], self._eval_batch_size,
+    return self._splits[split]
+
+  def eval_iter(self, split: str) -> Iterator[dict[str, np.ndarray]]:
+    """Returns this process's batches of `split` in stored order; the last is padded (weight 0)."""
+    return eval_batches(self.examples(split), self._eval_batch_size,
                         lambda examples: self._collate(examples, self._eval_batch_size))
 
   def predict_iter(self, path) -> Iterator[tuple[dict[str, np.ndarray], list[dict]]]:
@@ -182,6 +187,8 @@ class _Examples:
     return len(self._source)
 
   def __getitem__(self, index: int) -> tuple[tuple[str, ...], int | float]:
+    if not 0 <= index < len(self._source):
+      raise IndexError(index)  # (ends iteration; ArrayRecord raises ValueError instead)
     ex = self._source[index]
     label = ex[self._label_key]
     label = float(label) if np.issubdtype(np.asarray(label).dtype, np.floating) else int(label)
