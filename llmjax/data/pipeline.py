@@ -21,6 +21,9 @@ buckets 16/32/48/64/128, G = 50: 1,148 positions a step instead of 2,085 with ra
 32/64/128). Evaluation reads a split in its stored order, pads the last batch with
 weight-0 rows, and so counts every example exactly once.
 
+With `config.data.folds` = K > 0 the configured splits are pooled and re-cut into fold
+`config.data.fold` of K-fold cross-validation (`cross_validation_splits`).
+
 Everything runs in the training process (no grain worker processes); a background thread
 prepares the next few batches while the accelerator works.
 """
@@ -216,7 +219,7 @@ def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
     splits, label_names = files.open_files(data, regression)
   else:
     splits, label_names = _open_tfds(data, text_keys, split_specs, regression)
-  if data.get('folds', 0):  # (a run's config saved before cross-validation existed has no folds)
+  if data.folds:
     splits = cross_validation_splits(splits, data.folds, data.fold)
   if data.max_train_examples > 0:
     splits['train'] = _Prefix(splits['train'], data.max_train_examples)
