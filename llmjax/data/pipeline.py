@@ -280,8 +280,8 @@ def batching(config: ml_collections.ConfigDict, process_index: int,
   return batch_size, eval_batch_size, buckets
 
 
-# Of the examples outside the test fold, the share held out for validation (checkpoint choice and
-# early stopping), as the 80/10/10 splits of llmjax's builders hold out a ninth of the rest.
+# Of the examples outside the test fold, the tenths held out for validation (checkpoint choice and
+# early stopping): close to the 10% that llmjax's 80/10/10 builders hold out.
 CV_VALIDATION_TENTHS = 1
 
 
