@@ -104,5 +104,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  host.exec_with_huge_pages()  # As llmjax's own commands run (llmjax/host.py).
+  host.exec_with_malloc_tunables()  # As llmjax's own commands run (llmjax/host.py).
   main()

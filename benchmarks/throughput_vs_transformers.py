@@ -320,8 +320,8 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  # Both sides with malloc on huge pages, as llmjax's own commands run (llmjax/host.py).
-  host.exec_with_huge_pages()
+  # Both sides with the malloc tunables llmjax's own commands run with (llmjax/host.py).
+  host.exec_with_malloc_tunables()
   try:
     main()
   except UserError as e:

@@ -5,9 +5,9 @@ import sys as _sys
 
 from llmjax import host as _host
 
-# First, before JAX is imported: a command runs again with malloc on huge pages (llmjax/host.py).
+# First, before JAX is imported: a command runs again with malloc tunables (llmjax/host.py).
 if _host.is_command(_sys.orig_argv):
-  _host.exec_with_huge_pages()
+  _host.exec_with_malloc_tunables()
 
 from llmjax import threefry as _threefry  # noqa: E402
 
