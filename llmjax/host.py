@@ -6,8 +6,8 @@ returns them with munmap, so every step faults its temporaries in again, 4 KiB a
 page faults and 0.45 s of system time per T5-small step. Four glibc tunables make freed memory
 stay in the process, to be reused by the next step:
 
-  glibc.malloc.arena_max=1                one heap for every thread (an extra thread's arena still
-                                          maps large blocks itself)
+  glibc.malloc.arena_max=1                one heap for every thread (another thread's arena maps a
+                                          large block alone whatever mmap_max says)
   glibc.malloc.mmap_max=0                 large blocks from that heap too, never mapped alone
   glibc.malloc.trim_threshold=2^40        freed memory is never given back to the kernel
   glibc.malloc.hugetlb=1                  the heap on transparent huge pages of 2 MiB, where THP is
