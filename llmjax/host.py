@@ -16,8 +16,8 @@ stay in the process, to be reused by the next step:
 After its first steps a T5-small step (benchmark case d) faulted no page at all, and took 1.86 s
 instead of 2.00 s with the default malloc (means of 6 and 8 steps). Huge pages alone (the first
 version of this module) brought MiniLM's faults under 1,000 per step but left T5's step alternating
-between 1.9 s and 3.2 s, every other step spending 2 s in the kernel. The process keeps its peak memory until it
-exits, as PyTorch's and TensorFlow's caching allocators do.
+between 1.9 s and 3.2 s, every other step spending 2 s in the kernel. The process keeps its peak
+memory until it exits, as PyTorch's and TensorFlow's caching allocators do.
 
 A glibc tunable is read when a process starts, so an llmjax command (`python -m llmjax.NAME`, or the
 `llmjax` script) executes itself again once with them set, before anything heavy is imported
