@@ -274,7 +274,7 @@ class BertMLMHead(nn.Module):
     # Tying the decoder to the input embeddings (Press & Wolf, 2017) as BERT does; only a bias is new.
     bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros_init(), ('vocab',)),
                       (cfg.vocab_size,), kw['param_dtype'])
-    logits = jnp.dot(x, word_embeddings.astype(kw['dtype']).T) + bias.astype(kw['dtype'])
+    logits = layers.unembed(x, word_embeddings.astype(kw['dtype'])) + bias.astype(kw['dtype'])
     return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
 
 

@@ -252,7 +252,8 @@ def lm_logits(config: GPTConfig, head: jax.Array, x: jax.Array) -> jax.Array:
   in bfloat16.
   """
   x, head = nn.dtypes.promote_dtype(x, head, dtype=layers.dtype(config.dtype))
-  return jnp.dot(x, head.T if config.tie_embeddings else head).astype(jnp.float32)
+  logits = layers.unembed(x, head) if config.tie_embeddings else layers.project(x, head, 1)
+  return logits.astype(jnp.float32)
 
 
 def stack_layers(params: dict, num_layers: int) -> dict:

@@ -376,7 +376,11 @@ class T5(nn.Module):
                      deterministic, decode, segment_ids, positions)
     if cfg.scales_decoder_outputs:
       y = y * cfg.d_model ** -0.5
-    logits = self.shared.attend(y) if cfg.tie_word_embeddings else self.lm_head(y)
+    if cfg.tie_word_embeddings:
+      logits = layers.unembed(*nn.dtypes.promote_dtype(y, self.shared.embedding,
+                                                        dtype=self.shared.dtype))
+    else:
+      logits = self.lm_head(y)
     logits = nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
     # float32 so the loss and sampling never run in bfloat16.
     return logits.astype(jnp.float32)

@@ -26,6 +26,28 @@ def test_smoothed_cross_entropy_is_optax_against_smoothed_labels():
   np.testing.assert_allclose(nll, plain, rtol=1e-6)
 
 
+
+@pytest.mark.parametrize('label_smoothing', [0.0, 0.1])
+def test_cross_entropy_gradient_is_autodiffs_of_the_optax_loss(label_smoothing):
+  # The gradient is written out (softmax minus target); both outputs carry one, and a zero weight
+  # (a padded position) gives a zero row.
+  logits = jax.random.normal(jax.random.key(0), (3, 5, 11)) * 3
+  labels = jax.random.randint(jax.random.key(1), (3, 5), 0, 11)
+  w_objective, w_nll = (jax.random.normal(jax.random.key(k), (3, 5)).at[0, 0].set(0.0)
+                        for k in (2, 3))
+
+  def reference(z):
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, 11), label_smoothing)
+    return optax.softmax_cross_entropy(z, targets), optax.softmax_cross_entropy_with_integer_labels(
+        z, labels)
+
+  def scalar(f):
+    return lambda z: jnp.vdot(f(z)[0], w_objective) + jnp.vdot(f(z)[1], w_nll)
+
+  ours = jax.grad(scalar(lambda z: losses.cross_entropy(z, labels, label_smoothing)))(logits)
+  np.testing.assert_allclose(ours, jax.grad(scalar(reference))(logits), atol=1e-5, rtol=0)
+  assert not np.any(ours[0, 0])
+
 def test_correct_predictions_are_the_argmax_ones():
   logits = jax.random.normal(jax.random.key(0), (4, 64, 101))
   labels = jax.random.randint(jax.random.key(1), (4, 64), 0, 101)
