@@ -91,7 +91,6 @@ def test_project_has_dot_generals_value_and_gradients(x_shape, kernel_shape, con
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
 
-
 @pytest.mark.parametrize('x_shape', [(2, 5, 6), (7, 6)])
 def test_unembed_is_x_times_the_embedding_transposed_with_its_gradients(x_shape):
   kx, ke, ky = jax.random.split(jax.random.key(3), 3)
@@ -104,6 +103,7 @@ def test_unembed_is_x_times_the_embedding_transposed_with_its_gradients(x_shape)
   for a, b in zip(ours, ref):
     assert a.shape == b.shape
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
 
 def test_rotary_is_relative():
   x = jax.random.normal(jax.random.key(0), (1, 2, 1, 16))

@@ -26,7 +26,6 @@ def test_smoothed_cross_entropy_is_optax_against_smoothed_labels():
   np.testing.assert_allclose(nll, plain, rtol=1e-6)
 
 
-
 @pytest.mark.parametrize('label_smoothing', [0.0, 0.1])
 def test_cross_entropy_gradient_is_autodiffs_of_the_optax_loss(label_smoothing):
   # The gradient is written out (softmax minus target); both outputs carry one, and a zero weight
@@ -47,6 +46,7 @@ def test_cross_entropy_gradient_is_autodiffs_of_the_optax_loss(label_smoothing):
   ours = jax.grad(scalar(lambda z: losses.cross_entropy(z, labels, label_smoothing)))(logits)
   np.testing.assert_allclose(ours, jax.grad(scalar(reference))(logits), atol=1e-5, rtol=0)
   assert not np.any(ours[0, 0])
+
 
 def test_correct_predictions_are_the_argmax_ones():
   logits = jax.random.normal(jax.random.key(0), (4, 64, 101))
