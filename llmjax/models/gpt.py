@@ -60,6 +60,9 @@ class GPTConfig:
   resid_dropout: float = 0.1
   initializer_range: float = 0.02
   use_bias: bool = True
+  # Causal self-attention in blocks of this many queries, each attending only to the keys up to its
+  # end (`layers.causal_blocks`); 0 computes the whole square at once.
+  attention_block: int = 128
   # nn.scan over the blocks: params stacked under `layers` (leading axis 'layers'), compile time flat
   # in depth.
   scan_layers: bool = False
@@ -76,6 +79,9 @@ class GPTConfig:
     if self.num_heads % self.kv_heads:
       raise UserError(f'GPT num_heads={self.num_heads} is not a multiple of '
                       f'num_kv_heads={self.num_kv_heads}: choose num_kv_heads dividing num_heads')
+    if self.attention_block < 0:
+      raise UserError(f'GPT attention_block={self.attention_block} is negative: use 0 (the whole '
+                      f'square at once) or a number of queries per block')
     choices = {'position': ('learned', 'rotary', 'sinusoidal'), 'norm': ('layernorm', 'rmsnorm'),
                'activation': tuple(layers.ACTIVATIONS) + tuple(layers.GATED_ACTIVATIONS),
                'remat': tuple(layers.REMAT_POLICIES)}
@@ -124,7 +130,7 @@ class Block(nn.Module):
         num_heads=cfg.num_heads, head_dim=cfg.head_dim, num_kv_heads=cfg.kv_heads,
         dropout_rate=cfg.attn_dropout, use_bias=cfg.use_bias, rotary=cfg.position == 'rotary',
         rope_theta=cfg.rope_theta, kernel_init=_init(cfg), out_init=_residual_init(cfg),
-        name='attn', **kw)(h, h, mask, positions=positions, deterministic=deterministic, decode=decode)
+        causal_block=cfg.attention_block, name='attn', **kw)(h, h, mask, positions=positions, deterministic=deterministic, decode=decode)
     x = x + nn.Dropout(rate=cfg.resid_dropout)(h, deterministic=deterministic)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
 

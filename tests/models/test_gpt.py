@@ -170,6 +170,25 @@ def test_scan_layers_and_remat_compute_the_same(scan_layers, remat):
   np.testing.assert_allclose(jnp.concatenate([first, rest], axis=1), full, atol=1e-5)
 
 
+def test_causal_attention_blocks_compute_the_same():
+  # Blocks of 4 queries over 10 tokens (4, 4, 2) against the whole square, with two documents packed
+  # in a row: logits and gradients equal.
+  ids = jax.random.randint(jax.random.key(3), (2, 10), 0, TINY.vocab_size)
+  seg = jnp.array([[1] * 6 + [2] * 4, [1] * 10])
+  blocked = gpt.GPT(dataclasses.replace(TINY, attention_block=4))
+  whole = gpt.GPT(dataclasses.replace(TINY, attention_block=0))
+  params = whole.init(jax.random.key(0), ids, deterministic=True)['params']
+  def loss(model, params):
+    logits = model.apply({'params': params}, ids, segment_ids=seg, deterministic=True)
+    return jnp.sum(jax.nn.log_softmax(logits)[..., 0]), logits
+  (value, logits), grads = jax.value_and_grad(loss, argnums=1, has_aux=True)(blocked, params)
+  (value0, logits0), grads0 = jax.value_and_grad(loss, argnums=1, has_aux=True)(whole, params)
+  np.testing.assert_allclose(logits, logits0, atol=1e-5, rtol=0)
+  np.testing.assert_allclose(value, value0, rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grads0)):
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
 def test_user_errors():
   with pytest.raises(UserError, match='not divisible by num_heads'):
     gpt.GPTConfig(hidden_size=30, num_heads=4)
@@ -179,5 +198,7 @@ def test_user_errors():
     gpt.GPTConfig(norm='batchnorm')
   with pytest.raises(UserError, match="remat='some'"):
     gpt.GPTConfig(remat='some')
+  with pytest.raises(UserError, match='attention_block=-1 is negative'):
+    gpt.GPTConfig(attention_block=-1)
   with pytest.raises(UserError, match='max_position_embeddings=32'):
     gpt.GPT(TINY).init(jax.random.key(0), jnp.zeros((1, 33), jnp.int32), deterministic=True)

@@ -54,6 +54,24 @@ def test_fused_attention_equals_explicit(kv_heads):
                              atol=1e-6)
 
 
+@pytest.mark.parametrize('block', [3, 4, 7])
+def test_causal_blocks_attend_as_the_whole_square(block):
+  # 7 tokens in blocks of 3 (a short last block), 4 and 7 (one block): values and gradients equal.
+  kq, kk, kv, kb = jax.random.split(jax.random.key(2), 4)
+  q, k, v = (jax.random.normal(key, (2, 7, 4, 8)) for key in (kq, kk, kv))
+  bias = jax.random.normal(kb, (1, 4, 7, 7))
+  seg = jnp.array([[1, 1, 1, 2, 2, 2, 0], [1, 1, 1, 1, 1, 1, 1]])
+  mask = layers.make_attention_mask(causal=True, query_segment_ids=seg, key_segment_ids=seg)
+  attention = lambda q, k, v, mask, bias: layers.dot_product_attention(q, k, v, mask, bias=bias)
+  loss = lambda q, k, v, bias, block: jnp.sum(
+      jnp.sin(layers.causal_blocks(attention, q, k, v, mask, bias, block)))
+  value, grads = jax.value_and_grad(loss, argnums=(0, 1, 2, 3))(q, k, v, bias, block)
+  expected, expected_grads = jax.value_and_grad(loss, argnums=(0, 1, 2, 3))(q, k, v, bias, 0)
+  np.testing.assert_allclose(value, expected, rtol=1e-5)
+  for got, want in zip(grads, expected_grads):
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
 def test_mask_folded_into_bias_attends_the_same():
   # A padded query (row 0's first) sees no key of its segment: uniform weights either way, no NaN.
   kq, kk, kv, kb = jax.random.split(jax.random.key(1), 4)
