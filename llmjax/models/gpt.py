@@ -130,7 +130,8 @@ class Block(nn.Module):
         num_heads=cfg.num_heads, head_dim=cfg.head_dim, num_kv_heads=cfg.kv_heads,
         dropout_rate=cfg.attn_dropout, use_bias=cfg.use_bias, rotary=cfg.position == 'rotary',
         rope_theta=cfg.rope_theta, kernel_init=_init(cfg), out_init=_residual_init(cfg),
-        causal_block=cfg.attention_block, name='attn', **kw)(h, h, mask, positions=positions, deterministic=deterministic, decode=decode)
+        causal_block=cfg.attention_block, name='attn', **kw)(
+            h, h, mask, positions=positions, deterministic=deterministic, decode=decode)
     x = x + nn.Dropout(rate=cfg.resid_dropout)(h, deterministic=deterministic)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
 
