@@ -254,15 +254,19 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
                           bias: jax.Array | None = None, scale: bool = True,
                           dropout: Callable[[jax.Array], jax.Array] | None = None,
                           dtype: Dtype = jnp.float32) -> jax.Array:
-  """The explicit attention computation, needed when attention probabilities see dropout.
+  """softmax(q k^T / sqrt(D) + bias, masked) v, per head.
 
   q [B, Lq, heads, D], k and v [B, Lk, kv_heads, D] with heads a multiple of kv_heads (query head h
   reads kv head h // (heads / kv_heads), as HF's repeat_kv), mask [B or 1, 1 or heads, Lq, Lk] bool
   -> [B, Lq, heads, D]. `bias` [B or 1, heads, Lq, Lk] is added to the logits (T5's relative
   positions); `scale` False skips the 1/sqrt(D) (T5 folds it into the q initialisation).
-  `dropout` maps the probabilities [B, heads, Lq, Lk]. Without dropout it equals `jax.nn.dot_product_attention` (tested), which
-  `MultiHeadAttention` then uses so XLA or cuDNN can pick a fused kernel.
+  `dropout` maps the probabilities [B, heads, Lq, Lk]. Without dropout and with as many kv heads as
+  query heads, the gradient is the one written out in `_attention` (equal to autodiff's, tested).
   """
+  if dropout is None and k.shape[2] == q.shape[2]:
+    swap = lambda x: jnp.swapaxes(x, 1, 2)  # [B, L, heads, D] <-> [B, heads, L, D]
+    factor = 1 / np.sqrt(q.shape[-1]) if scale else 1.0
+    return swap(_attention(swap(q), swap(k), swap(v), mask, bias, factor, jnp.dtype(dtype)))
   b, lq, heads, d = q.shape
   kv_heads = k.shape[2]
   groups = heads // kv_heads
@@ -286,6 +290,57 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
   x = jnp.einsum('bkgqs,bskd->bqkgd', probs, v)
   return x.reshape(b, lq, heads, d)
 
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _attention(q, k, v, mask, bias, factor, dtype):
+  """Attention without dropout in [B, heads, L, D] layout, with its gradient written out.
+
+  Backward as FlashAttention's (Dao et al., 2022): dS = P * (dP - rowsum(dO * O)), a reduction over
+  D instead of over the keys; dV and dK are taken transposed, [B, heads, D, Lk], so that the
+  probabilities are read as they are stored. Differentiated by XLA, jax.nn.dot_product_attention's
+  form copied transposes of the [B, heads, Lq, Lk] probabilities and its gradient on XLA:CPU:
+  T5-small's step (benchmark case d) took 3-6% less time with this one (two A/B runs).
+  """
+  return _attention_fwd(q, k, v, mask, bias, factor, dtype)[0]
+
+
+def _attention_probs(q, k, mask, bias, factor):
+  # Softmax in float32: in bfloat16 the exponentials of a long row lose the small probabilities.
+  scores = jnp.einsum('bnqd,bnkd->bnqk', q * jnp.asarray(factor, q.dtype), k).astype(jnp.float32)
+  if bias is not None:
+    scores = scores + bias.astype(jnp.float32)
+  if mask is not None:
+    # The most negative finite float, as HF uses: exp underflows to exactly 0, and a row with every
+    # key masked (a padded query) becomes uniform instead of NaN.
+    scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+  return jax.nn.softmax(scores, axis=-1)
+
+
+def _attention_fwd(q, k, v, mask, bias, factor, dtype):
+  probs = _attention_probs(q, k, mask, bias, factor)
+  out = jnp.einsum('bnqk,bnkd->bnqd', probs.astype(dtype), v)
+  return out, (q, k, v, mask, bias, probs, out)
+
+
+def _attention_bwd(factor, dtype, residuals, dout):
+  q, k, v, mask, bias, probs, out = residuals
+  dv = jnp.einsum('bndq,bnqk->bndk', jnp.swapaxes(dout, 2, 3), probs.astype(dtype))
+  dprobs = jnp.einsum('bnqd,bnkd->bnqk', dout, v).astype(jnp.float32)
+  delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+  dscores = probs * (dprobs - delta)
+  dq = jnp.einsum('bnqk,bnkd->bnqd', dscores.astype(dtype), k) * jnp.asarray(factor, q.dtype)
+  dk = jnp.einsum('bndq,bnqk->bndk', jnp.swapaxes(q, 2, 3) * jnp.asarray(factor, q.dtype),
+                  dscores.astype(dtype))
+  dbias = None
+  if bias is not None:  # Summed over the axes the bias broadcasts along.
+    axes = tuple(i for i, n in enumerate(bias.shape) if n == 1 and dscores.shape[i] != 1)
+    dbias = jnp.sum(dscores, axis=axes, keepdims=True).astype(bias.dtype)
+  return (dq.astype(q.dtype), jnp.swapaxes(dk, 2, 3).astype(k.dtype),
+          jnp.swapaxes(dv, 2, 3).astype(v.dtype), None, dbias)
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
 
 def causal_blocks(attention: Callable[..., jax.Array], q: jax.Array, k: jax.Array, v: jax.Array,
                   mask: jax.Array | None, bias: jax.Array | None, block: int) -> jax.Array:
@@ -520,15 +575,11 @@ class MultiHeadAttention(nn.Module):
     if decode:
       k, v, mask = self._update_cache(k, v, mask)
 
-    if deterministic or self.dropout_rate == 0.0:
-      # Equal to the explicit path within 1e-5 (tested), and lets the backend fuse attention.
-      attention = lambda q, k, v, mask, bias: jax.nn.dot_product_attention(
-          q, k, v, bias=None if bias is None else bias.astype(q.dtype), mask=mask,
-          scale=None if self.scale_logits else 1.0)
-    else:
+    dropout = None
+    if not deterministic and self.dropout_rate > 0.0:
       dropout = lambda probs: nn.Dropout(rate=self.dropout_rate)(probs, deterministic=False)
-      attention = lambda q, k, v, mask, bias: dot_product_attention(
-          q, k, v, mask, bias=bias, scale=self.scale_logits, dropout=dropout, dtype=self.dtype)
+    attention = lambda q, k, v, mask, bias: dot_product_attention(
+        q, k, v, mask, bias=bias, scale=self.scale_logits, dropout=dropout, dtype=self.dtype)
     x = causal_blocks(attention, q, k, v, mask, bias, 0 if decode else self.causal_block)
     x = nn.with_logical_constraint(x, qkv_axes)  # [B, Lq, heads, kv]
     return DenseGeneral((features,), ('heads', 'kv', 'embed'), ('embed',), contract=2,

@@ -54,6 +54,28 @@ def test_fused_attention_equals_explicit(kv_heads):
                              atol=1e-6)
 
 
+
+@pytest.mark.parametrize('bias_batch,scale', [(None, True), (1, False), (2, True)])
+def test_attention_gradient_is_autodiffs(bias_batch, scale):
+  # Without dropout the gradient is written out (layers._attention); an identity dropout takes the
+  # autodiff path. Packed segments, a padded query and a bias broadcast over the batch or not.
+  kq, kk, kv, kb = jax.random.split(jax.random.key(4), 4)
+  q, k, v = (jax.random.normal(key, (2, 6, 4, 8)) for key in (kq, kk, kv))
+  bias = None if bias_batch is None else jax.random.normal(kb, (bias_batch, 4, 6, 6))
+  seg = jnp.array([[0, 1, 1, 2, 2, 2], [1, 1, 1, 1, 1, 1]])
+  mask = layers.make_attention_mask(causal=True, query_segment_ids=seg, key_segment_ids=seg)
+  def loss(q, k, v, bias, dropout):
+    out = layers.dot_product_attention(q, k, v, mask, bias=bias, scale=scale, dropout=dropout)
+    return jnp.sum(jnp.sin(out))
+  argnums = (0, 1, 2) if bias is None else (0, 1, 2, 3)
+  value, grads = jax.value_and_grad(loss, argnums)(q, k, v, bias, None)
+  expected, expected_grads = jax.value_and_grad(loss, argnums)(q, k, v, bias, lambda p: p)
+  np.testing.assert_allclose(value, expected, rtol=1e-5)
+  for got, want in zip(grads, expected_grads):
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
+
+
 @pytest.mark.parametrize('block', [3, 4, 7])
 def test_causal_blocks_attend_as_the_whole_square(block):
   # 7 tokens in blocks of 3 (a short last block), 4 and 7 (one block): values and gradients equal.
