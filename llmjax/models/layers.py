@@ -275,15 +275,7 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     q = q / jnp.sqrt(d).astype(q.dtype)
   q = q.reshape(b, lq, kv_heads, groups, d)
   scores = jnp.einsum('bqkgd,bskd->bkgqs', q, k).reshape(b, heads, lq, -1)  # [B, heads, Lq, Lk]
-  # Softmax in float32: in bfloat16 the exponentials of a long row lose the small probabilities.
-  scores = scores.astype(jnp.float32)
-  if bias is not None:
-    scores = scores + bias.astype(jnp.float32)
-  if mask is not None:
-    # The most negative finite float, as HF uses: exp underflows to exactly 0, and a row with every
-    # key masked (a padded query) becomes uniform instead of NaN.
-    scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
-  probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+  probs = _softmax(scores, mask, bias).astype(dtype)
   if dropout is not None:
     probs = dropout(probs)
   probs = probs.reshape(b, kv_heads, groups, lq, -1)
@@ -291,23 +283,11 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
   return x.reshape(b, lq, heads, d)
 
 
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _attention(q, k, v, mask, bias, factor, dtype):
-  """Attention without dropout in [B, heads, L, D] layout, with its gradient written out.
-
-  Backward as FlashAttention's (Dao et al., 2022): dS = P * (dP - rowsum(dO * O)), a reduction over
-  D instead of over the keys; dV and dK are taken transposed, [B, heads, D, Lk], so that the
-  probabilities are read as they are stored. Differentiated by XLA, jax.nn.dot_product_attention's
-  form copied transposes of the [B, heads, Lq, Lk] probabilities and its gradient on XLA:CPU:
-  T5-small's step (benchmark case d) took 3-6% less time with this one (two A/B runs).
-  """
-  return _attention_fwd(q, k, v, mask, bias, factor, dtype)[0]
-
-
-def _attention_probs(q, k, mask, bias, factor):
+def _softmax(scores, mask, bias):
+  """The attention probabilities, float32, of the logits `scores` [B, heads, Lq, Lk] plus `bias`
+  where `mask` is True."""
   # Softmax in float32: in bfloat16 the exponentials of a long row lose the small probabilities.
-  scores = jnp.einsum('bnqd,bnkd->bnqk', q * jnp.asarray(factor, q.dtype), k).astype(jnp.float32)
+  scores = scores.astype(jnp.float32)
   if bias is not None:
     scores = scores + bias.astype(jnp.float32)
   if mask is not None:
@@ -317,8 +297,22 @@ def _attention_probs(q, k, mask, bias, factor):
   return jax.nn.softmax(scores, axis=-1)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _attention(q, k, v, mask, bias, factor, dtype):
+  """Attention without dropout in [B, heads, L, D] layout, with its gradient written out.
+
+  Backward as FlashAttention's (Dao et al., 2022): dS = P * (dP - rowsum(dO * O)), a reduction over
+  D instead of over the keys; dV and dK are taken transposed, [B, heads, D, Lk], so that the
+  probabilities are read as they are stored. Differentiated by XLA, jax.nn.dot_product_attention's
+  form copied transposes of the [B, heads, Lq, Lk] probabilities and their gradient on XLA:CPU; with
+  this one the steps of benchmark cases c and d took a few percent less time (see the README).
+  """
+  return _attention_fwd(q, k, v, mask, bias, factor, dtype)[0]
+
+
 def _attention_fwd(q, k, v, mask, bias, factor, dtype):
-  probs = _attention_probs(q, k, mask, bias, factor)
+  scores = jnp.einsum('bnqd,bnkd->bnqk', q * jnp.asarray(factor, q.dtype), k)
+  probs = _softmax(scores, mask, bias)
   out = jnp.einsum('bnqk,bnkd->bnqd', probs.astype(dtype), v)
   return out, (q, k, v, mask, bias, probs, out)
 
@@ -341,6 +335,7 @@ def _attention_bwd(factor, dtype, residuals, dout):
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
+
 
 def causal_blocks(attention: Callable[..., jax.Array], q: jax.Array, k: jax.Array, v: jax.Array,
                   mask: jax.Array | None, bias: jax.Array | None, block: int) -> jax.Array:
