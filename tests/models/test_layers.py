@@ -54,7 +54,6 @@ def test_fused_attention_equals_explicit(kv_heads):
                              atol=1e-6)
 
 
-
 @pytest.mark.parametrize('bias_batch,scale', [(None, True), (1, False), (2, True)])
 def test_attention_gradient_is_autodiffs(bias_batch, scale):
   # Without dropout the gradient is written out (layers._attention); an identity dropout takes the
