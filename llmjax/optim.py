@@ -77,13 +77,30 @@ def learning_rate(config: ml_collections.ConfigDict, total_steps: int) -> optax.
   return optax.join_schedules([ramp, after], [warmup])
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+  """Scales all gradients by min(1, max_norm / their global norm), as PyTorch's `clip_grad_norm_`.
+
+  The same clipping as `optax.clip_by_global_norm` (to rounding), but as one multiply that XLA fuses
+  into the optimizer's per-parameter update: optax's `select` between the gradient and its scaled
+  copy was materialised on XLA:CPU, a pass over every gradient that took T5-small's AdamW update
+  (benchmark case d, 60M parameters) from 67 to 86 ms.
+  """
+  def update(updates, state, params=None):
+    del params
+    norm = jnp.maximum(optax.tree.norm(updates), jnp.finfo(jnp.float32).tiny)  # 0 -> scale 1.
+    scale = jnp.minimum(1.0, max_norm / norm)
+    return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make(config: ml_collections.ConfigDict, total_steps: int,
          trainable: str = '') -> optax.GradientTransformation:
   """AdamW (decoupled weight decay, Loshchilov & Hutter 2019) or Adafactor (Shazeer & Stern 2018,
   as T5 pre-trained: factored second moments, decay 0.8, update clipping at 1, steps scaled by the
   parameter's RMS, no momentum), behind global-norm clipping, for the parameters that train (see
   `trainable_mask`); the others get zero updates and no state."""
-  chain = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm > 0 else []
+  chain = [clip_by_global_norm(config.clip_norm)] if config.clip_norm > 0 else []
   schedule = learning_rate(config, total_steps)
   if config.name == 'adafactor':
     chain.append(optax.adafactor(

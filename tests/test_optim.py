@@ -6,6 +6,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from llmjax import config_lib, optim
@@ -123,6 +124,21 @@ def test_clip_norm_is_global_over_all_parameters():
   # Adam's first step with clipped g: -g / (|g| + eps), g = 0.6 and 0.8.
   np.testing.assert_allclose(updates['a']['bias'], [-0.6 / 1.6], rtol=1e-5)
   np.testing.assert_allclose(updates['b']['bias'], [-0.8 / 1.8], rtol=1e-5)
+
+
+@pytest.mark.parametrize('max_norm', [0.5, 100.0])
+def test_clip_by_global_norm_is_optaxs(max_norm):
+  # Below the norm (0.5) both scale every gradient; above it (100) both leave them as they are.
+  grads = {'a': jnp.arange(6.0).reshape(2, 3), 'b': {'c': jnp.array([-3.0, 0.25])}}
+  ours, state = jax.jit(optim.clip_by_global_norm(max_norm).update)(grads, optax.EmptyState())
+  expected, _ = optax.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6), ours, expected)
+  assert float(optax.tree.norm(ours)) == pytest.approx(min(max_norm, float(optax.tree.norm(grads))))
+  # The same (empty) state as optax's, so checkpoints written before restore.
+  assert state == optax.clip_by_global_norm(max_norm).init(grads)
+  # An all-zero gradient stays zero (no 0/0).
+  zeros, _ = optim.clip_by_global_norm(max_norm).update(jax.tree.map(jnp.zeros_like, grads), state)
+  assert all(not np.any(leaf) and np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(zeros))
 
 
 def test_weight_decay_applies_to_masked_in_parameters_only():
