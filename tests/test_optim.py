@@ -128,7 +128,8 @@ def test_clip_norm_is_global_over_all_parameters():
 
 @pytest.mark.parametrize('max_norm', [0.5, 100.0])
 def test_clip_by_global_norm_is_optaxs(max_norm):
-  # Below the norm (0.5) both scale every gradient; above it (100) both leave them as they are.
+  # max_norm 0.5 is under the gradients' norm (about 8.0): both scale them; 100 is over it: both
+  # leave them as they are.
   grads = {'a': jnp.arange(6.0).reshape(2, 3), 'b': {'c': jnp.array([-3.0, 0.25])}}
   ours, state = jax.jit(optim.clip_by_global_norm(max_norm).update)(grads, optax.EmptyState())
   expected, _ = optax.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
