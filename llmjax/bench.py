@@ -66,22 +66,25 @@ _PEAK = (
     ('TPU v2', {'bfloat16': 22.5e12}),
 )
 PEAK_MATMUL_SIZE = 4096  # n of the n x n x n matmul that measures a CPU's peak
-_CPU_PEAK = {}  # (dtype, n) -> measured FLOP/s, once per process
+_CPU_PEAK = {}  # (dtype, n, compiler options) -> measured FLOP/s, once per process
 
 
-def matmul_peak(dtype=jnp.float32, n: int = PEAK_MATMUL_SIZE, repeats: int = 5) -> float:
-  """FLOP/s of the best of `repeats` n x n x n matmuls on the default device: CPU's attainable peak."""
-  if (dtype, n) not in _CPU_PEAK:
+def matmul_peak(dtype=jnp.float32, n: int = PEAK_MATMUL_SIZE, repeats: int = 5,
+                compiler_options: dict | None = None) -> float:
+  """FLOP/s of the best of `repeats` n x n x n matmuls on the default device: CPU's attainable peak,
+  through the product library the step uses (`train.compiler_options`)."""
+  key = (dtype, n, tuple(sorted((compiler_options or {}).items())))
+  if key not in _CPU_PEAK:
     a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    matmul = jax.jit(jnp.matmul)
+    matmul = jax.jit(jnp.matmul, compiler_options=compiler_options)
     matmul(a, a).block_until_ready()
     best = float('inf')
     for _ in range(repeats):
       start = time.perf_counter()
       matmul(a, a).block_until_ready()
       best = min(best, time.perf_counter() - start)
-    _CPU_PEAK[dtype, n] = 2 * n ** 3 / best
-  return _CPU_PEAK[dtype, n]
+    _CPU_PEAK[key] = 2 * n ** 3 / best
+  return _CPU_PEAK[key]
 
 
 def peak_flops(config: ml_collections.ConfigDict, devices=None) -> tuple[float, str]:
@@ -91,8 +94,10 @@ def peak_flops(config: ml_collections.ConfigDict, devices=None) -> tuple[float, 
   kind = devices[0].device_kind
   if devices[0].platform == 'cpu':
     # Fake CPU devices share the same cores: the host's matmul rate is the peak of all of them.
-    n = PEAK_MATMUL_SIZE
-    return matmul_peak(jnp.dtype(dtype), n), f'measured {dtype} {n}^3 matmul on the host CPU'
+    n, options = PEAK_MATMUL_SIZE, train.compiler_options(config, devices)
+    library = ' (oneDNN)' if options else ''
+    return (matmul_peak(jnp.dtype(dtype), n, compiler_options=options),
+            f'measured {dtype} {n}^3 matmul on the host CPU{library}')
   for name, peaks in _PEAK:
     if name in kind and dtype in peaks:
       return peaks[dtype] * len(devices), f'{kind} datasheet, {dtype}, x {len(devices)} devices'

@@ -50,6 +50,12 @@ def base_config() -> ml_collections.ConfigDict:
   # rbg / unsafe_rbg use XLA's RngBitGenerator, cheaper on GPU (MaxText's default), with masks
   # that depend on the backend and sharding.
   c.rng_impl = 'threefry2x32'
+  # The library of the train and eval steps' matrix products on an x86 CPU: 'onednn' runs each
+  # product as one oneDNN call (XLA's library rewriter, one product per call, nothing fused into it),
+  # 'xla' leaves them to XLA:CPU (YNNPACK and Eigen). oneDNN parallelises attention's batched
+  # products over both cores, which YNNPACK does not (llmjax/train.py, `compiler_options`).
+  # Other platforms ignore it.
+  c.cpu_dot_library = 'onednn'
   c.num_epochs = 3
   c.num_train_steps = -1          # > 0 stops after this many steps (overrides num_epochs).
   c.batch_size = 32               # Global batch, split over the data-parallel devices.
@@ -366,6 +372,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     need(config.model.hidden_size % config.model.num_heads == 0, 'model.num_heads',
          f'must divide model.hidden_size={config.model.hidden_size}')
   need(config.eval.mode in ('max', 'min'), 'eval.mode', 'must be max or min')
+  need(config.cpu_dot_library in ('onednn', 'xla'), 'cpu_dot_library', 'must be onednn or xla')
   need(config.rng_impl in ('threefry2x32', 'rbg', 'unsafe_rbg'), 'rng_impl',
        'must be threefry2x32, rbg or unsafe_rbg')
   need(0 <= config.task.label_smoothing < 1, 'task.label_smoothing', 'must be in [0, 1)')

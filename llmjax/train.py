@@ -18,6 +18,7 @@ import copy
 import functools
 import json
 import pathlib
+import platform
 import signal
 import threading
 import time
@@ -117,6 +118,29 @@ def load_pretrained(params, pretrained: dict) -> Any:
   return params
 
 
+# XLA's library rewriter with this fusion type makes every matrix product one oneDNN call and fuses
+# nothing into it. Its `dot` type also fuses neighbouring elementwise operations and the products
+# they join, and in jaxlib 0.10.2 that gave a wrong (x^T y) * scalar and failed to compile the sum
+# of three products (tests/test_train.py checks the step against XLA's own products).
+ONEDNN_DOTS = {'xla_cpu_use_onednn': True,
+               'xla_cpu_experimental_onednn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'}
+
+
+def compiler_options(config, devices) -> dict | None:
+  """XLA options of the train and eval steps: oneDNN's products on an x86 CPU where
+  `config.cpu_dot_library` is 'onednn', else XLA's defaults (None).
+
+  XLA:CPU's default library, YNNPACK, splits a product over its rows only, so attention's products
+  (one per batch row and head, a row per query) ran on one of two cores at 111 GFLOP/s; oneDNN ran
+  them at 290-320, a 4096 x 384 by 384 x 1536 product at 340 instead of 300, and GPT-2's output
+  layer (4096 x 384 by 384 x 50257) at 336 instead of 291 (2026-12-05, 2 cores).
+  """
+  if (config.cpu_dot_library != 'onednn' or devices[0].platform != 'cpu'
+      or platform.machine().lower() not in ('x86_64', 'amd64')):
+    return None
+  return dict(ONEDNN_DOTS)
+
+
 def make_train_step(task, tx, config, mesh, state_shardings):
   accum = config.optim.grad_accum_steps
   skip_nonfinite = config.on_nonfinite == 'skip'
@@ -163,13 +187,15 @@ def make_train_step(task, tx, config, mesh, state_shardings):
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
-                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,),
+                 compiler_options=compiler_options(config, mesh.devices.flat))
 
 
 def make_eval_step(task, mesh, config, params_shardings):
   return jax.jit(task.eval_outputs,
                  in_shardings=(params_shardings, sharding.batch_sharding(mesh, config)),
-                 out_shardings=sharding.replicated(mesh))
+                 out_shardings=sharding.replicated(mesh),
+                 compiler_options=compiler_options(config, mesh.devices.flat))
 
 
 def evaluate(eval_step, task, params, data, split, mesh, config) -> dict[str, float]:

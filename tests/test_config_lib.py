@@ -60,6 +60,7 @@ def test_validation_errors_name_the_key_and_the_fix():
   assert 'optim.schedule' in _bad(optim__schedule='step')
   assert 'grad_accum_steps' in _bad(optim__grad_accum_steps=8, batch_size=32)
   assert 'num_heads' in _bad(model__num_heads=7)
+  assert _bad(cpu_dot_library='mkl') == 'config.cpu_dot_library=\'mkl\' must be onednn or xla'
   assert _bad(data__length_groups=-1) == (
       'config.data.length_groups=-1 must be >= 0 (0 = batches of random lengths; e.g. 50)')
   assert 'for classification and regression only, not mlm: set it to 0' in _bad(

@@ -4,6 +4,7 @@ devices are tests/test_parallelism.py's, resuming after SIGKILL tests/test_resum
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -11,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ONE, REPO, tiny_config
-from llmjax import models, optim, sharding, train
+from conftest import ONE, REPO, fitted_tiny_config, override, tiny_config
+from llmjax import bench, models, optim, sharding, train
 from llmjax.errors import UserError
 from llmjax.tasks.classification import ClassificationTask
 
@@ -55,6 +56,33 @@ def test_gradient_accumulation_matches_one_big_batch(fake_cache, tmp_path):
     losses[accum] = _train_losses(tmp_path / str(accum))
   np.testing.assert_allclose([losses[4][s] for s in range(1, 5)],
                              [losses[1][s] for s in range(1, 5)], rtol=1e-5)
+
+
+def test_onednn_products_train_as_xlas(fake_cache, tmp_path):
+  # oneDNN's products (cpu_dot_library='onednn', the CPU default) and XLA's own give the same
+  # losses: GPT's causal attention and tied output layer, 3 steps.
+  losses, compiled = {}, {}
+  for library in ('onednn', 'xla'):
+    config, _ = fitted_tiny_config('gpt_lm', tmp_path)
+    override(config, {'num_train_steps': 3, 'log_every_steps': 1, 'cpu_dot_library': library,
+                      'mesh': dict(data=1, fsdp=1, tensor=1)})
+    train.train_and_evaluate(config, tmp_path / library, devices=ONE)
+    losses[library] = [_train_losses(tmp_path / library)[s] for s in (1, 2, 3)]
+    b = bench.StepBench(config, batches=1, devices=ONE)
+    b.compile()
+    compiled[library] = b.compiled.as_text()
+  np.testing.assert_allclose(losses['onednn'], losses['xla'], rtol=1e-5)
+  assert '__onednn_fusion' in compiled['onednn'] and '__onednn_fusion' not in compiled['xla']
+
+
+def test_compiler_options_only_for_onednn_on_cpu():
+  cpu, gpu = (type('D', (), {'platform': p})() for p in ('cpu', 'gpu'))
+  config = tiny_config()
+  assert (train.compiler_options(config, [cpu]) == train.ONEDNN_DOTS) == (
+      platform.machine().lower() in ('x86_64', 'amd64'))
+  assert train.compiler_options(config, [gpu]) is None
+  config.cpu_dot_library = 'xla'
+  assert train.compiler_options(config, [cpu]) is None
 
 
 def test_run_writes_config_metrics_summary_and_learns(classifier_run):
