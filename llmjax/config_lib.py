@@ -53,7 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
   # The library of the train and eval steps' matrix products on an x86 CPU: 'onednn' runs each
   # product as one oneDNN call (XLA's library rewriter, one product per call, nothing fused into it),
   # 'xla' leaves them to XLA:CPU (YNNPACK and Eigen). oneDNN parallelises attention's batched
-  # products over both cores, which YNNPACK does not (llmjax/train.py, `compiler_options`).
+  # products over all cores, which YNNPACK does not (llmjax/train.py, `compiler_options`).
   # Other platforms ignore it.
   c.cpu_dot_library = 'onednn'
   c.num_epochs = 3

@@ -434,8 +434,9 @@ def unembed(x: jax.Array, embedding: jax.Array) -> jax.Array:
   2017).
 
   The embedding's gradient dy^T x is taken over dy and x flattened to [tokens, vocab] and
-  [tokens, E], as `project` takes its kernel's, and as the transpose of x^T dy (see below). Differentiated through x @ embedding.T, XLA:CPU first
-  copied a transpose of the logits' gradient (823 MB for GPT-2 at 16 x 256 tokens).
+  [tokens, E], as `project` takes its kernel's, and as the transpose of x^T dy (see below).
+  Differentiated through x @ embedding.T, XLA:CPU first copied a transpose of the logits' gradient
+  (823 MB for GPT-2 at 16 x 256 tokens).
   """
   return jax.lax.dot_general(x, embedding, (((x.ndim - 1,), (1,)), ((), ())))
 
