@@ -130,6 +130,23 @@ def test_project_has_dot_generals_value_and_gradients(x_shape, kernel_shape, con
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize('n', [2, 3])
+def test_project_shared_has_projects_values_and_gradients(n):
+  keys = jax.random.split(jax.random.key(3), 2 * n + 1)
+  x = jax.random.normal(keys[0], (2, 5, 6))
+  kernels = tuple(jax.random.normal(k, (6, 3, 4)) for k in keys[1:n + 1])
+  dys = [jax.random.normal(k, (2, 5, 3, 4)) for k in keys[n + 1:]]
+  loss = lambda f: lambda x, ks: sum(jnp.vdot(y, dy) for y, dy in zip(f(x, ks), dys))
+  separate = lambda x, ks: [layers.project(x, k, 1) for k in ks]
+  for a, b in zip(layers.project_shared(x, kernels, 1), separate(x, kernels)):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+  ours = jax.grad(loss(lambda x, ks: layers.project_shared(x, ks, 1)), (0, 1))(x, kernels)
+  ref = jax.grad(loss(separate), (0, 1))(x, kernels)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize('x_shape', [(2, 5, 6), (7, 6)])
 def test_unembed_is_x_times_the_embedding_transposed_with_its_gradients(x_shape):
   kx, ke, ky = jax.random.split(jax.random.key(3), 3)
