@@ -411,13 +411,17 @@ def _project_fwd(x, kernel, contract):
   return project(x, kernel, contract), (x, kernel)
 
 
+def _project_dx(dy, kernel, n_batch, contract):
+  """dx [..., *in] = dy [..., *out] . kernel [*in, *out] over the out axes."""
+  return jax.lax.dot_general(
+      dy, kernel, ((tuple(range(n_batch, dy.ndim)), tuple(range(contract, kernel.ndim))),
+                   ((), ())))
+
+
 def _project_bwd(contract, residuals, dy):
   x, kernel = residuals
   n_batch = x.ndim - contract
-  # dx [..., *in] = dy [..., *out] . kernel [*in, *out] over the out axes.
-  dx = jax.lax.dot_general(
-      dy, kernel, ((tuple(range(n_batch, dy.ndim)), tuple(range(contract, kernel.ndim))),
-                   ((), ())))
+  dx = _project_dx(dy, kernel, n_batch, contract)
   # d kernel [in, out] = x^T dy over the tokens, in two dimensions (see above).
   x2 = x.reshape(-1, math.prod(kernel.shape[:contract]))
   dy2 = dy.reshape(x2.shape[0], math.prod(kernel.shape[contract:]))
@@ -436,12 +440,9 @@ def project_shared(x: jax.Array, kernels: tuple[jax.Array, ...], contract: int) 
   The same products and gradients, but the kernels' gradients are one product, x^T [dy_1 ... dy_n]
   over the tokens with the dy stacked on an axis of their own (so that a kernel sharded on its
   output axes needs no resharding), then split. Three 2,048 x 512 by 512 x 512 gradients took
-  27.7 ms as three oneDNN products and 19.4 ms as one (2 cores, AVX2); such products are too small
-  to keep both cores busy.
+  27.7 ms as three oneDNN products and 19.4 ms as one (timed alone, 2 cores, AVX2).
   """
-  return tuple(jax.lax.dot_general(
-      x, kernel, ((tuple(range(x.ndim - contract, x.ndim)), tuple(range(contract))), ((), ())))
-      for kernel in kernels)
+  return tuple(project(x, kernel, contract) for kernel in kernels)
 
 
 def _project_shared_fwd(x, kernels, contract):
@@ -451,9 +452,7 @@ def _project_shared_fwd(x, kernels, contract):
 def _project_shared_bwd(contract, residuals, dys):
   x, kernels = residuals
   n_batch = x.ndim - contract
-  out_axes = tuple(range(contract, kernels[0].ndim))
-  dx = sum(jax.lax.dot_general(dy, kernel, ((tuple(range(n_batch, dy.ndim)), out_axes), ((), ())))
-           for dy, kernel in zip(dys, kernels))
+  dx = sum(_project_dx(dy, kernel, n_batch, contract) for dy, kernel in zip(dys, kernels))
   n_in = math.prod(kernels[0].shape[:contract])
   x2 = x.reshape(-1, n_in)
   dy2 = jnp.stack(dys, axis=n_batch).reshape(x2.shape[0], -1)  # [tokens, n x out]
