@@ -418,14 +418,18 @@ def _project_dx(dy, kernel, n_batch, contract):
                    ((), ())))
 
 
+def _kernel_grad(x, dy, contract):
+  """x^T dy over the tokens, [in, everything else of dy]: x and dy flattened to two dimensions
+  (see `project`), `in` being the last `contract` axes of x."""
+  x2 = x.reshape(-1, math.prod(x.shape[x.ndim - contract:]))
+  return jax.lax.dot_general(x2, dy.reshape(x2.shape[0], -1), (((0,), (0,)), ((), ())))
+
+
 def _project_bwd(contract, residuals, dy):
   x, kernel = residuals
   n_batch = x.ndim - contract
   dx = _project_dx(dy, kernel, n_batch, contract)
-  # d kernel [in, out] = x^T dy over the tokens, in two dimensions (see above).
-  x2 = x.reshape(-1, math.prod(kernel.shape[:contract]))
-  dy2 = dy.reshape(x2.shape[0], math.prod(kernel.shape[contract:]))
-  dkernel = jax.lax.dot_general(x2, dy2, (((0,), (0,)), ((), ()))).reshape(kernel.shape)
+  dkernel = _kernel_grad(x, dy, contract).reshape(kernel.shape)
   return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
 
 
@@ -453,11 +457,9 @@ def _project_shared_bwd(contract, residuals, dys):
   x, kernels = residuals
   n_batch = x.ndim - contract
   dx = sum(_project_dx(dy, kernel, n_batch, contract) for dy, kernel in zip(dys, kernels))
-  n_in = math.prod(kernels[0].shape[:contract])
-  x2 = x.reshape(-1, n_in)
-  dy2 = jnp.stack(dys, axis=n_batch).reshape(x2.shape[0], -1)  # [tokens, n x out]
-  dkernels = jax.lax.dot_general(x2, dy2, (((0,), (0,)), ((), ())))
-  dkernels = dkernels.reshape(n_in, len(kernels), -1)
+  # [in, n x out], with the dy stacked on an axis after the batch axes.
+  dkernels = _kernel_grad(x, jnp.stack(dys, axis=n_batch), contract)
+  dkernels = dkernels.reshape(dkernels.shape[0], len(kernels), -1)
   return dx.astype(x.dtype), tuple(dkernels[:, i].reshape(kernel.shape).astype(kernel.dtype)
                                    for i, kernel in enumerate(kernels))
 
