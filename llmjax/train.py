@@ -39,6 +39,7 @@ from llmjax import checkpoint as checkpoint_lib
 from llmjax import config_lib, lora, model_info, models, optim, sharding, tasks
 from llmjax import summary as summary_lib
 from llmjax.errors import UserError
+from llmjax.models import layers
 
 
 @flax.struct.dataclass
@@ -186,16 +187,28 @@ def make_train_step(task, tx, config, mesh, state_shardings):
     metrics = {**sums, 'grad_norm': grad_norm, 'finite': finite}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-  return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
-                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,),
-                 compiler_options=compiler_options(config, mesh.devices.flat))
+  return jit_step(train_step, config, mesh, in_shardings=(state_shardings, batch_sharding),
+                  out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))
 
 
 def make_eval_step(task, mesh, config, params_shardings):
-  return jax.jit(task.eval_outputs,
-                 in_shardings=(params_shardings, sharding.batch_sharding(mesh, config)),
-                 out_shardings=sharding.replicated(mesh),
-                 compiler_options=compiler_options(config, mesh.devices.flat))
+  return jit_step(task.eval_outputs, config, mesh,
+                  in_shardings=(params_shardings, sharding.batch_sharding(mesh, config)),
+                  out_shardings=sharding.replicated(mesh))
+
+
+def jit_step(step, config, mesh, **jit_kwargs):
+  """jax.jit of a train or eval step with its `compiler_options`; with oneDNN's products, the step
+  is traced within `layers.split_products`, which splits the products oneDNN runs slowly."""
+  options = compiler_options(config, mesh.devices.flat)
+  onednn = bool(options and options.get('xla_cpu_use_onednn'))
+
+  @functools.wraps(step)
+  def traced(*args):
+    with layers.split_products(onednn):
+      return step(*args)
+
+  return jax.jit(traced, compiler_options=options, **jit_kwargs)
 
 
 def evaluate(eval_step, task, params, data, split, mesh, config) -> dict[str, float]:

@@ -29,6 +29,8 @@ creates it, and each later `apply(..., decode=True, mutable=['cache'])` writes i
 `cache_index` and attends to everything written so far.
 """
 
+import contextlib
+import contextvars
 import functools
 import math
 from typing import Any, Callable
@@ -402,9 +404,51 @@ def project(x: jax.Array, kernel: jax.Array, contract: int) -> jax.Array:
   [tokens, d_ff] array in an MLP) so that its YNNPACK kernels see the contracted axis last; a 2-D
   product contracting the leading axes runs as it is. T5-small's step (case d) took 6% less time
   and MiniLM's (case a) 6% less than with dy^T x and a transposed result, the form before.
+  Within `split_products`, the product and the input gradient of a few hundred tokens are split.
   """
-  return jax.lax.dot_general(
-      x, kernel, ((tuple(range(x.ndim - contract, x.ndim)), tuple(range(contract))), ((), ())))
+  return _contract(x, kernel, tuple(range(x.ndim - contract, x.ndim)), tuple(range(contract)))
+
+
+# Outputs of rows x columns in this range (exclusive, inclusive) are split (`split_products`).
+SPLIT_OUTPUTS = (256 * 512, 512 * 512)
+_split_products = contextvars.ContextVar('split_products', default=False)
+
+
+@contextlib.contextmanager
+def split_products(enabled: bool = True):
+  """Within it (while a step is traced), `project` and its input gradient compute a product whose
+  output has 256 < rows x columns / 512 <= 512 as two products of half the columns each, then
+  concatenated: the same values.
+
+  For XLA:CPU's oneDNN products (`llmjax.train.compiler_options`): on 2 AVX2 cores, oneDNN's
+  gemm:jit ran 464 x 512 by 512 x 512 at 110-120 GFLOP/s, 464 x 2048 by 2048 x 512 at 120, but 640
+  x 512 by 512 x 512 or 464 x 512 by 512 x 1024 at 170; as two halves of the columns, the first two
+  ran at 125-135 and 140-150 (T5-small's decoder at 16 x 29 targets: benchmark case d's step took
+  3% less time). With 256 rows or fewer the halves were slower, as they were under YNNPACK, XLA's
+  own library, which runs every one of these at 165-180.
+  """
+  token = _split_products.set(enabled)
+  try:
+    yield
+  finally:
+    _split_products.reset(token)
+
+
+def _contract(a, b, a_axes, b_axes):
+  """jax.lax.dot_general of a and b over a's trailing axes `a_axes` and b's `b_axes`, no batch
+  axes: [a's other axes, b's other axes]. Split in two along b's first other axis when
+  `split_products` asks for it and the output's size is in `SPLIT_OUTPUTS`."""
+  dims = ((a_axes, b_axes), ((), ()))
+  free = [i for i in range(b.ndim) if i not in b_axes]
+  rows = math.prod(a.shape[:a.ndim - len(a_axes)])
+  columns = math.prod(b.shape[i] for i in free)
+  low, high = SPLIT_OUTPUTS
+  if not (_split_products.get() and low < rows * columns <= high and free
+          and b.shape[free[0]] % 2 == 0):
+    return jax.lax.dot_general(a, b, dims)
+  halves = jnp.split(b, 2, axis=free[0])
+  return jnp.concatenate([jax.lax.dot_general(a, half, dims) for half in halves],
+                         axis=a.ndim - len(a_axes))
 
 
 def _project_fwd(x, kernel, contract):
@@ -413,9 +457,7 @@ def _project_fwd(x, kernel, contract):
 
 def _project_dx(dy, kernel, n_batch, contract):
   """dx [..., *in] = dy [..., *out] . kernel [*in, *out] over the out axes."""
-  return jax.lax.dot_general(
-      dy, kernel, ((tuple(range(n_batch, dy.ndim)), tuple(range(contract, kernel.ndim))),
-                   ((), ())))
+  return _contract(dy, kernel, tuple(range(n_batch, dy.ndim)), tuple(range(contract, kernel.ndim)))
 
 
 def _kernel_grad(x, dy, contract):
