@@ -416,16 +416,19 @@ _split_products = contextvars.ContextVar('split_products', default=False)
 
 @contextlib.contextmanager
 def split_products(enabled: bool = True):
-  """Within it (while a step is traced), `project` and its input gradient compute a product whose
-  output has 256 < rows x columns / 512 <= 512 as two products of half the columns each, then
-  concatenated: the same values.
+  """Within it, `project` and its input gradient compute a product whose output has more than
+  256 x 512 and at most 512 x 512 elements (`SPLIT_OUTPUTS`) as two products of half the columns
+  each, concatenated: the same values.
 
-  For XLA:CPU's oneDNN products (`llmjax.train.compiler_options`): on 2 AVX2 cores, oneDNN's
-  gemm:jit ran 464 x 512 by 512 x 512 at 110-120 GFLOP/s, 464 x 2048 by 2048 x 512 at 120, but 640
-  x 512 by 512 x 512 or 464 x 512 by 512 x 1024 at 170; as two halves of the columns, the first two
-  ran at 125-135 and 140-150 (T5-small's decoder at 16 x 29 targets: benchmark case d's step took
-  3% less time). With 256 rows or fewer the halves were slower, as they were under YNNPACK, XLA's
-  own library, which runs every one of these at 165-180.
+  For XLA:CPU's oneDNN products (`llmjax.train.compiler_options`). On 2 AVX2 cores oneDNN's gemm:jit
+  ran 464 x 512 by 512 x 512 and 464 x 2048 by 2048 x 512 at 90-125 GFLOP/s, but 640 x 512 by 512 x
+  512 and 464 x 512 by 512 x 1024 at 170; as two halves of the columns, the first two ran at 105-135
+  and 140-152, and T5-small's step at 16 x 29 targets (benchmark case d, whose decoder has these
+  shapes) took 2.697 s instead of 2.798. With 256 rows or fewer, or 576 or more, the halves were
+  slower, and under YNNPACK, XLA's own library, they always were.
+
+  The mode is read while a function is traced, and jax.jit keeps one trace per function: set it
+  inside the function compiled, as `llmjax.train.jit_step` does.
   """
   token = _split_products.set(enabled)
   try:
