@@ -15,6 +15,7 @@ import pytest
 from conftest import ONE, REPO, fitted_tiny_config, override, tiny_config
 from llmjax import bench, models, optim, sharding, train
 from llmjax.errors import UserError
+from llmjax.models import layers
 from llmjax.tasks.classification import ClassificationTask
 
 CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py'))
@@ -90,7 +91,6 @@ def test_compiler_options_only_for_onednn_on_cpu():
 def test_steps_with_onednn_products_split_the_products_it_runs_slowly():
   # jit_step traces a step within layers.split_products exactly when its products are oneDNN's: a
   # 400 x 8 by 8 x 512 product (an output in layers.SPLIT_OUTPUTS) is then two of 256 columns.
-  from llmjax.models import layers
   x, kernel = np.ones((400, 8), np.float32), np.ones((8, 512), np.float32)
   mesh = jax.sharding.Mesh(np.array(ONE), ('data',))
   for library in ('onednn', 'xla'):
