@@ -199,13 +199,13 @@ def make_eval_step(task, mesh, config, params_shardings):
 
 def jit_step(step, config, mesh, **jit_kwargs):
   """jax.jit of a train or eval step with its `compiler_options`; with oneDNN's products, the step
-  is traced within `layers.split_products`, which splits the products oneDNN runs slowly."""
+  is traced within `layers.pad_products`, which pads the products oneDNN runs slowly."""
   options = compiler_options(config, mesh.devices.flat)
   onednn = bool(options and options.get('xla_cpu_use_onednn'))
 
   @functools.wraps(step)
   def traced(*args):
-    with layers.split_products(onednn):
+    with layers.pad_products(onednn):
       return step(*args)
 
   return jax.jit(traced, compiler_options=options, **jit_kwargs)

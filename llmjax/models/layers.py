@@ -404,54 +404,61 @@ def project(x: jax.Array, kernel: jax.Array, contract: int) -> jax.Array:
   [tokens, d_ff] array in an MLP) so that its YNNPACK kernels see the contracted axis last; a 2-D
   product contracting the leading axes runs as it is. T5-small's step (case d) took 6% less time
   and MiniLM's (case a) 6% less than with dy^T x and a transposed result, the form before.
-  Within `split_products`, the product and the input gradient of a few hundred tokens are split.
+  Within `pad_products`, the products oneDNN runs slowly are padded.
   """
   return _contract(x, kernel, tuple(range(x.ndim - contract, x.ndim)), tuple(range(contract)))
 
 
-# Outputs of rows x columns in this range (exclusive, inclusive) are split (`split_products`).
-SPLIT_OUTPUTS = (256 * 512, 512 * 512)
-_split_products = contextvars.ContextVar('split_products', default=False)
+# oneDNN's slow products (`pad_products`): SLOW_COLUMNS output columns and fewer than
+# SLOW_ROWS_BELOW rows. They are computed with at least COLUMN_PAD more columns, sliced off after.
+SLOW_COLUMNS = 512
+SLOW_ROWS_BELOW = 544
+COLUMN_PAD = 16
+_pad_products = contextvars.ContextVar('pad_products', default=False)
 
 
 @contextlib.contextmanager
-def split_products(enabled: bool = True):
-  """Within it, `project` and its input gradient compute a product whose output has more than
-  256 x 512 and at most 512 x 512 elements (`SPLIT_OUTPUTS`) as two products of half the columns
-  each, concatenated: the same values.
+def pad_products(enabled: bool = True):
+  """Within it, `project`, its gradients and `unembed`'s input gradient compute a product with
+  exactly 512 output columns and fewer than 544 rows with zero columns added to its right-hand
+  operand, and slice them off the result: the same values.
 
   For XLA:CPU's oneDNN products (`llmjax.train.compiler_options`). On 2 AVX2 cores oneDNN's gemm:jit
-  ran 464 x 512 by 512 x 512 and 464 x 2048 by 2048 x 512 at 90-125 GFLOP/s, but 640 x 512 by 512 x
-  512 and 464 x 512 by 512 x 1024 at 170; as two halves of the columns, the first two ran at 105-135
-  and 140-152, and T5-small's step at 16 x 29 targets (benchmark case d, whose decoder has these
-  shapes) took 2.697 s instead of 2.798. With 256 rows or fewer, or 576 or more, the halves were
-  slower, and under YNNPACK, XLA's own library, they always were.
+  ran 64-520 x 2,048 by 2,048 x 512 at 87-117 GFLOP/s, but 544 x 2,048 by 2,048 x 512 at 170, and
+  464 rows by 416, 480, 544, 640 or 1,024 columns at 176-186; the same products given 528 columns
+  ran at 145-173 (counting the 512 columns only). T5-small's step at 16 x 29 targets (benchmark case d, whose
+  decoder and weight gradients have these shapes) took 2.598 s instead of 2.707 s with the products
+  split into two of 256 columns each, the form before, and 2.798 s as they are.
 
   The mode is read while a function is traced, and jax.jit keeps one trace per function: set it
   inside the function compiled, as `llmjax.train.jit_step` does.
   """
-  token = _split_products.set(enabled)
+  token = _pad_products.set(enabled)
   try:
     yield
   finally:
-    _split_products.reset(token)
+    _pad_products.reset(token)
+
+
+def _slow(rows: int, columns: int) -> bool:
+  """Whether `pad_products` pads a product of this output shape."""
+  return _pad_products.get() and columns == SLOW_COLUMNS and rows < SLOW_ROWS_BELOW
 
 
 def _contract(a, b, a_axes, b_axes):
   """jax.lax.dot_general of a and b over a's trailing axes `a_axes` and b's `b_axes`, no batch
-  axes: [a's other axes, b's other axes]. Split in two along b's first other axis when
-  `split_products` asks for it and the output's size is in `SPLIT_OUTPUTS`."""
+  axes: [a's other axes, b's other axes]. Under `pad_products`, b's last other axis is padded when
+  the output is one of oneDNN's slow shapes."""
   dims = ((a_axes, b_axes), ((), ()))
   free = [i for i in range(b.ndim) if i not in b_axes]
   rows = math.prod(a.shape[:a.ndim - len(a_axes)])
   columns = math.prod(b.shape[i] for i in free)
-  low, high = SPLIT_OUTPUTS
-  if not (_split_products.get() and low < rows * columns <= high and free
-          and b.shape[free[0]] % 2 == 0):
+  if not (free and _slow(rows, columns)):
     return jax.lax.dot_general(a, b, dims)
-  halves = jnp.split(b, 2, axis=free[0])
-  return jnp.concatenate([jax.lax.dot_general(a, half, dims) for half in halves],
-                         axis=a.ndim - len(a_axes))
+  last = b.shape[free[-1]]
+  padding = [(0, 0)] * b.ndim
+  padding[free[-1]] = (0, -(-COLUMN_PAD * last // columns))  # >= COLUMN_PAD columns in all
+  return jax.lax.dot_general(a, jnp.pad(b, padding), dims)[..., :last]
 
 
 def _project_fwd(x, kernel, contract):
@@ -467,7 +474,12 @@ def _kernel_grad(x, dy, contract):
   """x^T dy over the tokens, [in, everything else of dy]: x and dy flattened to two dimensions
   (see `project`), `in` being the last `contract` axes of x."""
   x2 = x.reshape(-1, math.prod(x.shape[x.ndim - contract:]))
-  return jax.lax.dot_general(x2, dy.reshape(x2.shape[0], -1), (((0,), (0,)), ((), ())))
+  dy2 = dy.reshape(x2.shape[0], -1)
+  dims = (((0,), (0,)), ((), ()))
+  columns = dy2.shape[1]
+  if not _slow(x2.shape[1], columns):
+    return jax.lax.dot_general(x2, dy2, dims)
+  return jax.lax.dot_general(x2, jnp.pad(dy2, ((0, 0), (0, COLUMN_PAD))), dims)[:, :columns]
 
 
 def _project_bwd(contract, residuals, dy):
@@ -531,7 +543,7 @@ def _unembed_fwd(x, embedding):
 
 def _unembed_bwd(residuals, dy):
   x, embedding = residuals
-  dx = jax.lax.dot_general(dy, embedding, (((dy.ndim - 1,), (0,)), ((), ())))
+  dx = _contract(dy, embedding, (dy.ndim - 1,), (0,))
   dy2, x2 = dy.reshape(-1, embedding.shape[0]), x.reshape(-1, embedding.shape[1])
   # x^T dy [E, vocab], then transposed: oneDNN ran GPT-2's 384 x 4096 by 4096 x 50257 product at
   # 272 GFLOP/s and the same product as dy^T x [vocab, E] at 212, and the transposed copy (77 MB) costs

@@ -130,30 +130,44 @@ def test_project_has_dot_generals_value_and_gradients(x_shape, kernel_shape, con
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize('x_shape,kernel_shape,contract,split', [
-    ((2, 200, 512), (512, 8, 64), 1, True),  # q/k/v, 400 x 512 outputs: split along the heads
-    ((400, 8, 64), (8, 64, 512), 2, True),   # out: the product along embed, dx along the heads
-    ((2, 100, 512), (512, 8, 64), 1, False),  # 200 x 512: too small to gain from a split
-    ((2, 400, 512), (512, 8, 64), 1, False)])  # 800 x 512: oneDNN runs it well as it is
-def test_split_products_splits_mid_sized_outputs_with_the_same_values(x_shape, kernel_shape,
-                                                                      contract, split):
+@pytest.mark.parametrize('x_shape,kernel_shape,contract,pads', [
+    ((2, 200, 512), (512, 8, 64), 1, 3),  # q/k/v, 400 x 512 outputs: padded along kv
+    ((400, 8, 64), (8, 64, 512), 2, 3),   # out: the product along embed, dx along kv
+    ((2, 400, 512), (512, 8, 64), 1, 1),  # 800 rows: only the kernel's 512 x 512 gradient
+    ((2, 200, 384), (384, 6, 64), 1, 0)])  # 384 columns: oneDNN runs it well as it is
+def test_pad_products_pads_oneDNNs_slow_shapes_with_the_same_values(x_shape, kernel_shape,
+                                                                    contract, pads):
   kx, kk, ky = jax.random.split(jax.random.key(4), 3)
   x, kernel = jax.random.normal(kx, x_shape), jax.random.normal(kk, kernel_shape)
   f = lambda x, k: layers.project(x, k, contract)
   dy = jax.random.normal(ky, jax.eval_shape(f, x, kernel).shape)
   # A new function for each trace: jax.jit caches traces by function, and the mode is read while
   # tracing (llmjax.train.jit_step sets it inside the function it compiles).
-  step = lambda: jax.value_and_grad(lambda x, k: jnp.sum(f(x, k) * dy), (0, 1))  # no dot of its own
-  dots = lambda: jax.jit(step()).lower(x, kernel).as_text().count('dot_general')
-  with layers.split_products():
-    # The product and the input gradient (both 400 x 512) are split, the kernel's gradient not.
-    assert dots() == (5 if split else 3)
+  step = lambda: jax.value_and_grad(lambda x, k: jnp.sum(f(x, k) * dy), (0, 1))
+  text = lambda: jax.jit(step()).lower(x, kernel).as_text()
+  with layers.pad_products():
+    assert text().count('stablehlo.pad') == pads
+    assert text().count('dot_general') == 3
     loss, grads = step()(x, kernel)
-  assert dots() == 3
+  assert 'stablehlo.pad' not in text()
   expected_loss, expected_grads = step()(x, kernel)
   np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
   for a, b in zip(grads, expected_grads):
+    assert a.shape == b.shape
     np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-5)
+
+
+def test_pad_products_pads_the_tied_heads_input_gradient():
+  kx, ke = jax.random.split(jax.random.key(5))
+  x, embedding = jax.random.normal(kx, (2, 200, 512)), jax.random.normal(ke, (1000, 512))
+  grad = lambda: jax.grad(lambda x, e: jnp.sum(layers.unembed(x, e) ** 2), (0, 1))
+  with layers.pad_products():
+    # The input gradient [400, 512] is padded; the logits [400, 1000] and the embedding's
+    # gradient [1000, 512], from x^T dy [512, 1000], are not.
+    assert jax.jit(grad()).lower(x, embedding).as_text().count('stablehlo.pad') == 1
+    padded = grad()(x, embedding)
+  for a, b in zip(padded, grad()(x, embedding)):
+    np.testing.assert_allclose(a, b, atol=1e-2, rtol=1e-5)
 
 
 @pytest.mark.parametrize('n', [2, 3])
