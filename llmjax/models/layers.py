@@ -426,9 +426,10 @@ def pad_products(enabled: bool = True):
   For XLA:CPU's oneDNN products (`llmjax.train.compiler_options`). On 2 AVX2 cores oneDNN's gemm:jit
   ran 64-520 x 2,048 by 2,048 x 512 at 87-117 GFLOP/s, but 544 x 2,048 by 2,048 x 512 at 170, and
   464 rows by 416, 480, 544, 640 or 1,024 columns at 176-186; the same products given 528 columns
-  ran at 145-173 (counting the 512 columns only). T5-small's step at 16 x 29 targets (benchmark case d, whose
-  decoder and weight gradients have these shapes) took 2.598 s instead of 2.707 s with the products
-  split into two of 256 columns each, the form before, and 2.798 s as they are.
+  ran at 145-173 (counting the 512 columns only). T5-small's step at 16 x 29 targets (benchmark case
+  d, whose decoder and weight gradients have these shapes) took 2.600 s instead of 2.718 s as they
+  are, and 2.598 s instead of 2.707 s with them split into two of 256 columns each, the form before
+  (A/Bs alternating in one process).
 
   The mode is read while a function is traced, and jax.jit keeps one trace per function: set it
   inside the function compiled, as `llmjax.train.jit_step` does.
