@@ -447,12 +447,12 @@ def _slow(rows: int, columns: int) -> bool:
 
 
 def _contract(a, b, a_axes, b_axes):
-  """jax.lax.dot_general of a and b over a's trailing axes `a_axes` and b's `b_axes`, no batch
-  axes: [a's other axes, b's other axes]. Under `pad_products`, b's last other axis is padded when
-  the output is one of oneDNN's slow shapes."""
+  """jax.lax.dot_general of a and b over a's axes `a_axes` and b's `b_axes`, no batch axes: [a's
+  other axes, b's other axes]. Under `pad_products`, b's last other axis is padded when the output
+  is one of oneDNN's slow shapes."""
   dims = ((a_axes, b_axes), ((), ()))
   free = [i for i in range(b.ndim) if i not in b_axes]
-  rows = math.prod(a.shape[:a.ndim - len(a_axes)])
+  rows = math.prod(n for i, n in enumerate(a.shape) if i not in a_axes)
   columns = math.prod(b.shape[i] for i in free)
   if not (free and _slow(rows, columns)):
     return jax.lax.dot_general(a, b, dims)
@@ -475,12 +475,7 @@ def _kernel_grad(x, dy, contract):
   """x^T dy over the tokens, [in, everything else of dy]: x and dy flattened to two dimensions
   (see `project`), `in` being the last `contract` axes of x."""
   x2 = x.reshape(-1, math.prod(x.shape[x.ndim - contract:]))
-  dy2 = dy.reshape(x2.shape[0], -1)
-  dims = (((0,), (0,)), ((), ()))
-  columns = dy2.shape[1]
-  if not _slow(x2.shape[1], columns):
-    return jax.lax.dot_general(x2, dy2, dims)
-  return jax.lax.dot_general(x2, jnp.pad(dy2, ((0, 0), (0, COLUMN_PAD))), dims)[:, :columns]
+  return _contract(x2, dy.reshape(x2.shape[0], -1), (0,), (0,))
 
 
 def _project_bwd(contract, residuals, dy):
