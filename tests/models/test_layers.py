@@ -111,6 +111,19 @@ def test_mask_folded_into_bias_attends_the_same():
   assert layers.masked_bias(bias, None) is bias
 
 
+def test_masked_bias_gradient_is_autodiffs_of_the_broadcast():
+  # The bias broadcast over the batch has its gradient summed by layers.sum_batch (a product).
+  kb, kd = jax.random.split(jax.random.key(3))
+  bias = jax.random.normal(kb, (1, 4, 6, 6))
+  mask = jax.random.bernoulli(kd, 0.7, (3, 1, 6, 6))
+  dy = jax.random.normal(kd, (3, 4, 6, 6))
+  ours = jax.grad(lambda b: jnp.vdot(layers.masked_bias(b, mask), dy))(bias)
+  ref = jax.grad(lambda b: jnp.vdot(jnp.where(mask, b, -1e30), dy))(bias)
+  assert ours.shape == bias.shape
+  np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
+  np.testing.assert_allclose(layers.sum_batch(dy), jnp.sum(dy, 0, keepdims=True), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize('x_shape,kernel_shape,contract', [
     ((2, 5, 6), (6, 3, 4), 1),      # q/k/v: embed -> heads x kv
     ((2, 5, 3, 4), (3, 4, 6), 2),   # out: heads x kv -> embed
