@@ -107,8 +107,8 @@ class BertEmbeddings(nn.Module):
     x = layers.embed(cfg.vocab_size, h, ('vocab', 'embed'), name='word_embeddings', **kw)(input_ids)
     if positions is None:
       positions = jnp.arange(length)[None, :]
-    x += layers.embed(cfg.max_position_embeddings, h, (None, 'embed'), name='position_embeddings',
-                      **kw)(positions)
+    x += layers.broadcast_to(layers.embed(cfg.max_position_embeddings, h, (None, 'embed'),
+                                          name='position_embeddings', **kw)(positions), x.shape)
     x += layers.embed(cfg.type_vocab_size, h, (None, 'embed'), name='token_type_embeddings',
                       **kw)(token_type_ids)
     x = layers.layer_norm(epsilon=cfg.layer_norm_eps, name='ln', **layers.dtypes(cfg))(x)
@@ -274,7 +274,8 @@ class BertMLMHead(nn.Module):
     # Tying the decoder to the input embeddings (Press & Wolf, 2017) as BERT does; only a bias is new.
     bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros_init(), ('vocab',)),
                       (cfg.vocab_size,), kw['param_dtype'])
-    logits = layers.unembed(x, word_embeddings.astype(kw['dtype'])) + bias.astype(kw['dtype'])
+    logits = layers.unembed(x, word_embeddings.astype(kw['dtype']))
+    logits = logits + layers.broadcast_to(bias.astype(kw['dtype']), logits.shape)
     return nn.with_logical_constraint(logits, ('batch', 'length', 'vocab'))
 
 

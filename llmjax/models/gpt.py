@@ -204,8 +204,9 @@ class GPT(nn.Module):
         # Out-of-range positions would silently read garbage; in decoding the cache bounds them.
         raise UserError(f'sequence length {length} exceeds max_position_embeddings='
                         f'{cfg.max_position_embeddings}: use at most that many tokens')
-      x += layers.embed(cfg.max_position_embeddings, cfg.hidden_size, (None, 'embed'),
-                        embedding_init=_init(cfg), name='wpe', **kw)(positions)
+      x += layers.broadcast_to(
+          layers.embed(cfg.max_position_embeddings, cfg.hidden_size, (None, 'embed'),
+                       embedding_init=_init(cfg), name='wpe', **kw)(positions), x.shape)
     elif cfg.position == 'sinusoidal':
       table = layers.sinusoidal_positions(cfg.max_position_embeddings, cfg.hidden_size)
       x += table[positions].astype(x.dtype)

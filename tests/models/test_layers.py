@@ -111,17 +111,32 @@ def test_mask_folded_into_bias_attends_the_same():
   assert layers.masked_bias(bias, None) is bias
 
 
-def test_masked_bias_gradient_is_autodiffs_of_the_broadcast():
-  # The bias broadcast over the batch has its gradient summed by layers.sum_batch (a product).
+@pytest.mark.parametrize('shape,target', [
+    ((5,), (3, 4, 5)),                  # a dense layer's bias over [B, L]
+    ((1, 4, 5), (3, 4, 5)),             # position embeddings over the batch
+    ((1, 2, 4, 4), (3, 2, 4, 4)),       # an attention bias over the batch
+    ((3, 1, 4, 4), (3, 2, 4, 4)),       # ... over the heads
+    ((1, 1, 4, 4), (3, 2, 4, 4)),
+    ((3, 4, 5), (3, 4, 5))])
+def test_broadcast_to_has_the_broadcasts_value_and_gradient(shape, target):
+  kx, kd = jax.random.split(jax.random.key(3))
+  x, dy = jax.random.normal(kx, shape), jax.random.normal(kd, target)
+  np.testing.assert_array_equal(layers.broadcast_to(x, target), jnp.broadcast_to(x, target))
+  ours = jax.grad(lambda x: jnp.vdot(layers.broadcast_to(x, target), dy))(x)
+  ref = jax.grad(lambda x: jnp.vdot(jnp.broadcast_to(x, target), dy))(x)
+  assert ours.shape == shape
+  np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
+  np.testing.assert_allclose(layers.sum_to(dy, shape), ref, atol=1e-5, rtol=0)
+
+
+def test_masked_bias_gradient_is_autodiffs():
   kb, kd = jax.random.split(jax.random.key(3))
   bias = jax.random.normal(kb, (1, 4, 6, 6))
   mask = jax.random.bernoulli(kd, 0.7, (3, 1, 6, 6))
   dy = jax.random.normal(kd, (3, 4, 6, 6))
   ours = jax.grad(lambda b: jnp.vdot(layers.masked_bias(b, mask), dy))(bias)
   ref = jax.grad(lambda b: jnp.vdot(jnp.where(mask, b, -1e30), dy))(bias)
-  assert ours.shape == bias.shape
   np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
-  np.testing.assert_allclose(layers.sum_batch(dy), jnp.sum(dy, 0, keepdims=True), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize('x_shape,kernel_shape,contract', [
