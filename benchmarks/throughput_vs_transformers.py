@@ -1,7 +1,7 @@
 """Training throughput of llmjax and of transformers + PyTorch on the same shapes, side by side.
 
   python benchmarks/throughput_vs_transformers.py [--cases=a,b,c,d] [--rounds=3] [--steps=5] \
-      [--warmup=2] [--threads=2] [--tiny] [--out=FILE.json]
+      [--warmup=2] [--warmup_rounds=3] [--threads=2] [--tiny] [--out=FILE.json]
 
 The four cases of issue 5, each built from its experiment config (random initialisation: pretrained
 weights do not change the speed):
@@ -40,8 +40,12 @@ several documents pass to transformers as token ids, per-document positions and 
 only, so a token may attend to the other documents of its row: that changes which scores are
 masked, not the model FLOPs counted.
 
-Timing: after `--warmup` untimed steps on each side, `--rounds` rounds of `--steps` llmjax steps
-then `--steps` torch steps alternate, so a drift in the machine's load reaches both. Per case and
+Timing: `--warmup_rounds` untimed rounds of `--warmup` llmjax steps then `--warmup` torch steps,
+then `--rounds` rounds of `--steps` llmjax steps then `--steps` torch steps alternate, so a drift in
+the machine's load reaches both. The two sides share one process and its heap (see
+`llmjax.host`), which grows for the first alternations: after one warm-up round of 2 steps each,
+the first timed llmjax step of case d faulted 224 pages and spent 1.05 s in the kernel (3.35 s
+against 2.65); after three, no timed step of either side faulted a page. Per case and
 side: the median step time over all timed steps, tokens/s (batch x length, an encoder-decoder's
 inputs + targets, padding included) and GFLOP/s, both sides by llmjax's analytical FLOP count
 (`llmjax.model_info.train_flops`); and the ratio llmjax / transformers of tokens/s. llmjax's
@@ -114,7 +118,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument('--cases', default=','.join(CASES), help='comma-separated, of ' + ','.join(CASES))
   p.add_argument('--rounds', type=int, default=3, help='alternations of llmjax and torch steps')
   p.add_argument('--steps', type=int, default=5, help='timed steps per side per round')
-  p.add_argument('--warmup', type=int, default=2, help='untimed steps per side first')
+  p.add_argument('--warmup', type=int, default=2, help='untimed steps per side per warm-up round')
+  p.add_argument('--warmup_rounds', type=int, default=3,
+                 help='untimed alternations of llmjax and torch steps first')
   p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
   p.add_argument('--tiny', action='store_true', help="each config's tiny variant, batch 4 x 16")
   p.add_argument('--out', default='', help='also write the figures as JSON to this file')
@@ -243,8 +249,9 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
   jx = llmjax_bench.StepBench(config, devices=jax.devices()[:1])
   pt = TorchStep(jx)  # Before the first llmjax step: both start from the same weights.
   compile_s = jx.compile()
-  jx.time_steps(args.warmup)
-  pt.time_steps(args.warmup)
+  for _ in range(args.warmup_rounds):
+    jx.time_steps(args.warmup)
+    pt.time_steps(args.warmup)
   jx_times, pt_times = [], []
   for _ in range(args.rounds):
     jx_times += jx.time_steps(args.steps)
@@ -310,6 +317,7 @@ def main(argv=None) -> dict:
   finally:
     torch.set_num_threads(previous)  # A caller (e.g. a test session) keeps its own setting.
   figures = {'tiny': args.tiny, 'rounds': args.rounds, 'steps': args.steps, 'warmup': args.warmup,
+             'warmup_rounds': args.warmup_rounds,
              'threads': args.threads, 'versions': versions(), 'cases': results}
   print(f'\n{args.rounds} rounds of {args.steps} steps per side, median step; torch threads '
         f'{args.threads}; ' + ', '.join(f'{k} {v}' for k, v in figures['versions'].items()))

@@ -16,10 +16,11 @@ pytest.importorskip('transformers')
 def test_every_case_runs_on_both_sides_with_the_same_shapes(fake_cache, tmp_path, capsys):
   bench = load_benchmark('throughput_vs_transformers')
   out = tmp_path / 'figures.json'
-  figures = bench.main(['--tiny', '--rounds=1', '--steps=1', '--warmup=1', f'--out={out}'])
+  figures = bench.main(['--tiny', '--rounds=1', '--steps=1', '--warmup=1', '--warmup_rounds=1',
+                        f'--out={out}'])
   printed = capsys.readouterr().out
   assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
-  assert list(figures['cases']) == ['a', 'b', 'c', 'd']
+  assert list(figures['cases']) == ['a', 'b', 'c', 'd'] and figures['warmup_rounds'] == 1
   architectures = {'a': 'BertForSequenceClassification', 'b': 'BertForMaskedLM',
                    'c': 'GPT2LMHeadModel', 'd': 'T5ForConditionalGeneration'}
   for name, case in figures['cases'].items():
