@@ -45,7 +45,7 @@ then `--rounds` rounds of `--steps` llmjax steps then `--steps` torch steps alte
 the machine's load reaches both. The two sides share one process and its heap (see
 `llmjax.host`), which grows for the first alternations: after one warm-up round of 2 steps each,
 the first timed llmjax step of case d faulted 224 pages and spent 1.05 s in the kernel (3.35 s
-against 2.65); after three, no timed step of either side faulted a page. Per case and
+against 2.65); after three, one of 40 timed steps did (65 pages, 0.27 s). Per case and
 side: the median step time over all timed steps, tokens/s (batch x length, an encoder-decoder's
 inputs + targets, padding included) and GFLOP/s, both sides by llmjax's analytical FLOP count
 (`llmjax.model_info.train_flops`); and the ratio llmjax / transformers of tokens/s. llmjax's
