@@ -172,16 +172,16 @@ def broadcast_to(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 def sum_to(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """x summed to `shape`, which broadcasts to x's (the transpose of that broadcast).
 
-  The leading axes summed are contracted with a vector of ones, a product: XLA:CPU's reductions
-  over leading axes slow down with the size of what is left, and took 96 ms for BERT's MLM output
-  bias (1,120 x 30,522 -> 30,522), 42 ms for 464 x 32,128 and 11 ms for T5-small's attention bias
-  (16 x 8 x 128 x 128 -> 8 x 128 x 128), where the products took 3.6, 1.3 and 0.3 ms; the dense
-  layers' biases of benchmark cases a-d took 0.17-0.77 ms as products and 0.19-1.38 ms reduced
-  (slower only for 2,048 x 384: 0.25 against 0.19 ms; timed alone, 2 AVX2 cores). In A/Bs of the training steps alternating in one process, BERT
-  MLM's (case b) took 1.151 s instead of 1.294 s, MiniLM's (a) 1.012 s instead of 1.022 s and
-  GPT-2's (c) 4.776 s instead of 4.817 s. A product also contracts a batch axis sharded over
-  devices with one all-reduce; HIGHEST precision keeps TPUs from rounding the summands to bfloat16.
-  Other axes are reduced as usual.
+  The leading axes summed are contracted with a vector of ones, a product: XLA:CPU's reductions over
+  leading axes slow down with the size of what is left, and took 96 ms for BERT's MLM output bias
+  (1,120 x 30,522 -> 30,522), 42 ms for 464 x 32,128 and 11 ms for T5-small's attention bias (16 x 8
+  x 128 x 128 -> 8 x 128 x 128), where the products took 3.6, 1.3 and 0.3 ms; the dense layers'
+  biases of benchmark cases a-d took 0.17-0.77 ms as products and 0.19-1.38 ms reduced (slower only
+  for 2,048 x 384: 0.25 against 0.19 ms; timed alone, 2 AVX2 cores). In A/Bs of the training steps
+  alternating in one process, BERT MLM's (case b) took 1.151 s instead of 1.294 s, MiniLM's (a)
+  1.012 s instead of 1.022 s and GPT-2's (c) 4.776 s instead of 4.817 s. A product also contracts a
+  batch axis sharded over devices with one all-reduce; HIGHEST precision keeps TPUs from rounding
+  the summands to bfloat16. Other axes are reduced as usual.
   """
   shape = tuple(shape)
   full = (1,) * (x.ndim - len(shape)) + shape
