@@ -188,8 +188,8 @@ def sum_to(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   lead = 0
   while lead < x.ndim and full[lead] == 1:
     lead += 1
-  if lead and math.prod(x.shape[:lead]) > 1:
-    rows = math.prod(x.shape[:lead])
+  rows = math.prod(x.shape[:lead])
+  if rows > 1:
     x = jnp.tensordot(jnp.ones((rows,), x.dtype), x.reshape((rows,) + x.shape[lead:]),
                       axes=(0, 0), precision=jax.lax.Precision.HIGHEST)
   else:
@@ -410,13 +410,11 @@ def causal_blocks(attention: Callable[..., jax.Array], q: jax.Array, k: jax.Arra
 
 def dense(features: int, kernel_axes: tuple[str | None, str | None], *, dtype: Dtype = jnp.float32,
           param_dtype: Dtype = jnp.float32, kernel_init: Initializer = default_init,
-          name: str | None = None) -> nn.Dense:
-  """A Dense layer: kernel [in, out] named `kernel_axes`, zero-initialised bias [out] named by out."""
-  return nn.Dense(
-      features, dtype=dtype, param_dtype=param_dtype,
-      kernel_init=nn.with_logical_partitioning(kernel_init, kernel_axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), kernel_axes[-1:]),
-      name=name)
+          name: str | None = None) -> 'DenseGeneral':
+  """A Dense layer: kernel [in, out] named `kernel_axes`, zero-initialised bias [out] named by out
+  (flax's nn.Dense's parameters; its products and bias gradient are `DenseGeneral`'s)."""
+  return DenseGeneral((features,), kernel_axes, kernel_axes[-1:], dtype=dtype,
+                      param_dtype=param_dtype, kernel_init=kernel_init, name=name)
 
 
 def embed(num_embeddings: int, features: int, axes: tuple[str | None, str | None], *,
