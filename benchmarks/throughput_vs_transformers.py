@@ -48,8 +48,10 @@ the first timed llmjax step of case d faulted 224 pages and spent 1.05 s in the 
 against 2.65); after three, one of 40 timed steps did (65 pages, 0.27 s). Per case and
 side: the median step time over all timed steps, tokens/s (batch x length, an encoder-decoder's
 inputs + targets, padding included) and GFLOP/s, both sides by llmjax's analytical FLOP count
-(`llmjax.model_info.train_flops`); and the ratio llmjax / transformers of tokens/s. llmjax's
-compile time is printed too. `--out` writes everything as JSON, with the versions of the libraries.
+(`llmjax.model_info.train_flops`); the ratio llmjax / transformers of tokens/s, and a 90%
+bootstrap interval of it over the timed steps (`ratio_interval`: on this 2-core machine either
+side's steps of case d took 2.6-3.1 s within one run, so a ratio whose interval holds 1 is a tie).
+llmjax's compile time is printed too. `--out` writes everything as JSON, with the versions of the libraries.
 """
 
 import argparse
@@ -240,6 +242,24 @@ def side_figures(times: list[float], tokens_per_step: int, flops_per_step: float
           'tokens_per_s': tokens_per_step / step, 'flops_per_s': flops_per_step / step}
 
 
+def ratio_interval(ours: list[float], theirs: list[float], confidence: float = 0.9):
+  """A `confidence` percentile-bootstrap interval (scipy.stats.bootstrap, 2,000 resamples of each
+  side's step times, a fixed seed) of the ratio of tokens/s, median(theirs) / median(ours): how far
+  the machine's step-to-step noise leaves the ratio uncertain. None with fewer than two steps a side.
+  """
+  if min(len(ours), len(theirs)) < 2:
+    return None
+  import scipy.stats
+
+  def ratio(ours, theirs, axis=-1):
+    return np.median(theirs, axis=axis) / np.median(ours, axis=axis)
+
+  interval = scipy.stats.bootstrap((np.asarray(ours), np.asarray(theirs)), ratio,
+                                   n_resamples=2000, confidence_level=confidence,
+                                   method='percentile', rng=np.random.default_rng(0))
+  return [float(interval.confidence_interval.low), float(interval.confidence_interval.high)]
+
+
 def run_case(name: str, args: argparse.Namespace) -> dict:
   import jax
 
@@ -265,7 +285,8 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
   spec, overrides = case.spec(args.tiny)
   return {'title': case.title, 'config': spec, 'overrides': overrides,
           'flops_per_step': jx.flops_per_step, 'llmjax': ours,
-          'transformers': theirs, 'ratio': ours['tokens_per_s'] / theirs['tokens_per_s']}
+          'transformers': theirs, 'ratio': ours['tokens_per_s'] / theirs['tokens_per_s'],
+          'ratio_interval': ratio_interval(jx_times, pt_times)}
 
 
 def _shape(figures: dict) -> str:
@@ -275,14 +296,19 @@ def _shape(figures: dict) -> str:
 
 def format_table(results: dict) -> str:
   header = (f'{"case":<4} | {"side":<12} | {"batch":<14} | {"step (s)":>8} | {"tokens/s":>9} | '
-            f'{"GFLOP/s":>7} | {"llmjax/torch":>12}')
+            f'{"GFLOP/s":>7} | {"llmjax/torch":>12} | {"90% interval":>12}')
   lines = [header, '-' * len(header)]
   for name, r in results.items():
     for side in ('llmjax', 'transformers'):
       f = r[side]
-      ratio = f'{r["ratio"]:.2f}' if side == 'llmjax' else ''
+      ratio = interval = ''
+      if side == 'llmjax':
+        ratio = f'{r["ratio"]:.2f}'
+        if r['ratio_interval']:
+          interval = '{:.2f}-{:.2f}'.format(*r['ratio_interval'])
       lines.append(f'{name:<4} | {side:<12} | {_shape(f):<14} | {f["step_s"]:>8.3f} | '
-                   f'{f["tokens_per_s"]:>9,.0f} | {f["flops_per_s"] / 1e9:>7.1f} | {ratio:>12}')
+                   f'{f["tokens_per_s"]:>9,.0f} | {f["flops_per_s"] / 1e9:>7.1f} | {ratio:>12} | '
+                   f'{interval:>12}')
   return '\n'.join(lines)
 
 

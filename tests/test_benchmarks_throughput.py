@@ -4,6 +4,7 @@ are not checked)."""
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import load_benchmark, load_config
@@ -12,11 +13,10 @@ pytest.importorskip('torch')
 pytest.importorskip('transformers')
 
 
-
 def test_every_case_runs_on_both_sides_with_the_same_shapes(fake_cache, tmp_path, capsys):
   bench = load_benchmark('throughput_vs_transformers')
   out = tmp_path / 'figures.json'
-  figures = bench.main(['--tiny', '--rounds=1', '--steps=1', '--warmup=1', '--warmup_rounds=1',
+  figures = bench.main(['--tiny', '--rounds=1', '--steps=2', '--warmup=1', '--warmup_rounds=1',
                         f'--out={out}'])
   printed = capsys.readouterr().out
   assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
@@ -31,12 +31,30 @@ def test_every_case_runs_on_both_sides_with_the_same_shapes(fake_cache, tmp_path
     assert (ours['batch_shape'][2] > 0) == (name == 'd')  # Only T5 has decoder positions.
     assert ours['tokens_per_step'] == theirs['tokens_per_step'] > 0
     for side in (ours, theirs):
-      assert len(side['step_times_s']) == 1 and side['step_s'] > 0
+      assert len(side['step_times_s']) == 2 and side['step_s'] > 0
       assert side['tokens_per_s'] == pytest.approx(side['tokens_per_step'] / side['step_s'])
       assert side['flops_per_s'] == pytest.approx(case['flops_per_step'] / side['step_s'])
     assert case['ratio'] == pytest.approx(ours['tokens_per_s'] / theirs['tokens_per_s'])
+    low, high = case['ratio_interval']
+    assert 0 < low <= high
     assert f'case {name}: ' in printed
   assert 'llmjax/torch' in printed and 'transformers' in figures['versions']
+
+
+def test_ratio_interval_brackets_the_ratio_of_medians():
+  bench = load_benchmark('throughput_vs_transformers')
+  # Steady steps: every resample has the same medians.
+  assert bench.ratio_interval([1.0, 1.0, 1.0], [2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0])
+  # Noisy steps around 2.0 s and 2.2 s: llmjax 10% faster, within a few percent.
+  rng = np.random.default_rng(1)
+  ours, theirs = 2.0 + 0.1 * rng.standard_normal(30), 2.2 + 0.1 * rng.standard_normal(30)
+  low, high = bench.ratio_interval(list(ours), list(theirs))
+  assert low < np.median(theirs) / np.median(ours) < high
+  assert 1.0 < low and high < 1.2 and high - low < 0.1
+  # A wider interval for a higher confidence; none from a single step.
+  wide_low, wide_high = bench.ratio_interval(list(ours), list(theirs), confidence=0.99)
+  assert wide_low < low and high < wide_high
+  assert bench.ratio_interval([2.0], [2.0, 2.1]) is None
 
 
 def test_case_configs_have_the_issues_shapes():
