@@ -24,8 +24,18 @@ weights do not change the speed):
 `--tiny` runs each config's `tiny` variant instead (two layers of width 32, batch 4 x 16), through
 the same code: the test runs it.
 
-llmjax side: `llmjax.bench.StepBench` on one device: the train step `llmjax.train` runs (same jit,
-shardings, donation, optimizer) on real batches of the config's data pipeline.
+Each side runs in a process of its own, this script started again with `--serve=llmjax` or
+`--serve=torch` (`Worker`), which builds the same `llmjax.bench.StepBench` for each case and checks
+that its initial parameters and batches are the other's (`_fingerprint`); the two take turns, never
+run together. In one process the sides shared glibc's heap (one arena, see `llmjax.host`), which
+grew whenever one side's temporaries no longer fitted where the other's had been freed: 5 of c's 15
+timed llmjax steps took 5.8-10.3 s, the others 4.7-5.5 s; in a rerun counting faults, the two slow
+ones of 15 (8.8 and 9.0 s) faulted 1,372 and 1,806 pages and spent 6.6 and 7.7 s in the kernel
+(this VM's first touches of memory are slow). In processes of their own, 1 of 15 took 8.4 s and the
+others 4.6-4.9 s.
+
+llmjax side: `StepBench` on one device: the train step `llmjax.train` runs (same jit, shardings,
+donation, optimizer) on real batches of the config's data pipeline.
 
 transformers side: the model class named in the Hugging Face directory that llmjax's own exporter
 (`llmjax.models.export`) writes from the llmjax side's initial parameters, so the architecture,
@@ -42,21 +52,19 @@ masked, not the model FLOPs counted.
 
 Timing: `--warmup_rounds` untimed rounds of `--warmup` llmjax steps then `--warmup` torch steps,
 then `--rounds` rounds of `--steps` llmjax steps then `--steps` torch steps alternate, so a drift in
-the machine's load reaches both. The two sides share one process and its heap (see
-`llmjax.host`), which grows for the first alternations: after one warm-up round of 2 steps each,
-the first timed llmjax step of case d faulted 224 pages and spent 1.05 s in the kernel (3.35 s
-against 2.65); after three, one of 40 timed steps did (65 pages, 0.27 s). Per case and
-side: the median step time over all timed steps, tokens/s (batch x length, an encoder-decoder's
-inputs + targets, padding included) and GFLOP/s, both sides by llmjax's analytical FLOP count
-(`llmjax.model_info.train_flops`); the ratio llmjax / transformers of tokens/s, and a 90%
-bootstrap interval of it over the timed steps (`ratio_interval`: on this 2-core machine either
-side's steps of case d took 2.6-3.1 s within one run, so a ratio whose interval holds 1 is a tie).
-llmjax's compile time is printed too. `--out` writes everything as JSON, with the versions of the libraries.
+the machine's load reaches both. Per case and side: the median step time over all timed steps,
+tokens/s (batch x length, an encoder-decoder's inputs + targets, padding included) and GFLOP/s,
+both sides by llmjax's analytical FLOP count (`llmjax.model_info.train_flops`); the ratio llmjax /
+transformers of tokens/s, and a 90% bootstrap interval of it over the timed steps
+(`ratio_interval`: on this 2-core machine either side's steps of case d took 2.6-3.1 s within one
+run, so a ratio whose interval holds 1 is a tie). llmjax's compile time is printed too. `--out`
+writes everything as JSON, with the versions of the libraries.
 """
 
 import argparse
 import dataclasses
 import json
+import os
 import pathlib
 import statistics
 import sys
@@ -126,6 +134,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
   p.add_argument('--tiny', action='store_true', help="each config's tiny variant, batch 4 x 16")
   p.add_argument('--out', default='', help='also write the figures as JSON to this file')
+  p.add_argument('--serve', choices=('llmjax', 'torch'), help=argparse.SUPPRESS)  # A `Worker`.
   args = p.parse_args(argv)
   args.cases = [c.strip() for c in args.cases.split(',') if c.strip()]
   unknown = [c for c in args.cases if c not in CASES]
@@ -260,33 +269,111 @@ def ratio_interval(ours: list[float], theirs: list[float], confidence: float = 0
   return [float(interval.confidence_interval.low), float(interval.confidence_interval.high)]
 
 
-def run_case(name: str, args: argparse.Namespace) -> dict:
-  import jax
-
-  case = CASES[name]
-  config = case.load(args.tiny)
-  # One device: the comparison is of the computation, not of the parallelism.
-  jx = llmjax_bench.StepBench(config, devices=jax.devices()[:1])
-  pt = TorchStep(jx)  # Before the first llmjax step: both start from the same weights.
-  compile_s = jx.compile()
+def run_case(name: str, args: argparse.Namespace, workers: dict) -> dict:
+  llmjax_info = workers['llmjax'].ask(load=name, tiny=args.tiny)
+  # After the llmjax side has compiled: the two never build (or prepare data) at once.
+  torch_info = workers['torch'].ask(load=name, tiny=args.tiny)
+  if torch_info['fingerprint'] != llmjax_info['fingerprint']:
+    raise RuntimeError(f'case {name}: the two sides built different weights or batches '
+                       f'({llmjax_info["fingerprint"]} against {torch_info["fingerprint"]})')
   for _ in range(args.warmup_rounds):
-    jx.time_steps(args.warmup)
-    pt.time_steps(args.warmup)
+    workers['llmjax'].ask(steps=args.warmup)
+    workers['torch'].ask(steps=args.warmup)
   jx_times, pt_times = [], []
   for _ in range(args.rounds):
-    jx_times += jx.time_steps(args.steps)
-    pt_times += pt.time_steps(args.steps)
-  ours = side_figures(jx_times, jx.tokens_per_step, jx.flops_per_step, jx.batch_shape,
-                      {k: list(v.shape) for k, v in jx.batches[0].items()})
-  ours['compile_s'] = compile_s
-  theirs = side_figures(pt_times, pt.tokens_per_step, jx.flops_per_step, pt.batch_shape,
-                        pt.shapes)
-  theirs['architecture'] = pt.architecture
-  spec, overrides = case.spec(args.tiny)
-  return {'title': case.title, 'config': spec, 'overrides': overrides,
-          'flops_per_step': jx.flops_per_step, 'llmjax': ours,
+    jx_times += workers['llmjax'].ask(steps=args.steps)['times']
+    pt_times += workers['torch'].ask(steps=args.steps)['times']
+  flops = llmjax_info['flops_per_step']
+  ours = side_figures(jx_times, llmjax_info['tokens_per_step'], flops, llmjax_info['batch_shape'],
+                      llmjax_info['shapes'])
+  ours['compile_s'] = llmjax_info['compile_s']
+  theirs = side_figures(pt_times, torch_info['tokens_per_step'], flops, torch_info['batch_shape'],
+                        torch_info['shapes'])
+  theirs['architecture'] = torch_info['architecture']
+  spec, overrides = CASES[name].spec(args.tiny)
+  return {'title': CASES[name].title, 'config': spec, 'overrides': overrides,
+          'flops_per_step': flops, 'llmjax': ours,
           'transformers': theirs, 'ratio': ours['tokens_per_s'] / theirs['tokens_per_s'],
           'ratio_interval': ratio_interval(jx_times, pt_times)}
+
+
+# --- each side in a process of its own ------------------------------------------------------------
+
+
+class Worker:
+  """This script run with `--serve=SIDE`, in a process of its own: `ask` sends it one request and
+  returns its answer (one JSON line each way, on its stdin and stdout)."""
+
+  def __init__(self, side: str, threads: int):
+    import subprocess
+    self.side = side
+    self.process = subprocess.Popen(
+        [sys.executable, str(pathlib.Path(__file__).resolve()), f'--serve={side}',
+         f'--threads={threads}'], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+  def ask(self, **request) -> dict:
+    self.process.stdin.write(json.dumps(request) + '\n')
+    self.process.stdin.flush()
+    line = self.process.stdout.readline()
+    if not line:
+      raise RuntimeError(f'the {self.side} worker exited with status {self.process.wait()}')
+    answer = json.loads(line)
+    if 'error' in answer:
+      raise UserError(answer['error'])
+    return answer
+
+  def close(self) -> None:
+    self.process.stdin.close()
+    self.process.wait()
+
+
+def _fingerprint(bench: llmjax_bench.StepBench) -> float:
+  """The absolute sum of the initial parameters and the batches: equal on both sides when they start
+  from the same weights and step through the same data."""
+  import jax
+  arrays = jax.tree.leaves(bench.state.params) + [x for b in bench.batches for x in b.values()]
+  return float(sum(np.abs(np.asarray(x, np.float64)).sum() for x in arrays))
+
+
+def serve(side: str, threads: int) -> None:
+  """A worker's loop (see `Worker`): {"load": CASE, "tiny": BOOL} builds the side's step for a case
+  (the llmjax side compiles it) and answers with its shapes and counts; {"steps": N} runs N steps and
+  answers with their times. A user's error (a missing asset) is answered as {"error": MESSAGE}."""
+  import jax
+  import torch
+
+  torch.set_num_threads(threads)
+  answers = os.fdopen(os.dup(sys.stdout.fileno()), 'w', buffering=1)
+  os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # Whatever else is printed goes to stderr.
+  runner = None
+  for line in sys.stdin:
+    request = json.loads(line)
+    try:
+      if 'load' in request:
+        if request['load'] not in CASES:
+          raise UserError(f'no case {request["load"]!r}: choose among {",".join(CASES)}')
+        runner = None  # The previous case's arrays go before the next case's come.
+        # One device: the comparison is of the computation, not of the parallelism.
+        jx = llmjax_bench.StepBench(CASES[request['load']].load(request['tiny']),
+                                    devices=jax.devices()[:1])
+        answer = {'fingerprint': _fingerprint(jx)}
+        if side == 'llmjax':
+          runner = jx
+          answer.update(compile_s=jx.compile(), tokens_per_step=jx.tokens_per_step,
+                        flops_per_step=jx.flops_per_step, batch_shape=jx.batch_shape,
+                        shapes={k: list(v.shape) for k, v in jx.batches[0].items()})
+        else:
+          runner = TorchStep(jx)
+          answer.update(architecture=runner.architecture, tokens_per_step=runner.tokens_per_step,
+                        batch_shape=runner.batch_shape, shapes=runner.shapes)
+      else:
+        answer = {'times': runner.time_steps(request['steps'])}
+    except UserError as e:
+      answer = {'error': str(e)}
+    answers.write(json.dumps(answer) + '\n')
+
+
+# --- the comparison table -------------------------------------------------------------------------
 
 
 def _shape(figures: dict) -> str:
@@ -323,15 +410,14 @@ def versions() -> dict:
 
 
 def main(argv=None) -> dict:
-  import torch
-
   args = parse_args(argv)
-  previous = torch.get_num_threads()
-  torch.set_num_threads(args.threads)
+  workers = {}
   results = {}
   try:
+    for side in ('llmjax', 'torch'):
+      workers[side] = Worker(side, args.threads)
     for name in args.cases:
-      r = results[name] = run_case(name, args)
+      r = results[name] = run_case(name, args, workers)
       overrides = ''.join(f' --config.{k}={v}' for k, v in r['overrides'].items())
       print(f'\ncase {name}: {r["title"]}: {r["config"]}{overrides}', flush=True)
       print(f'  llmjax batches:       {r["llmjax"]["arrays"]}  '
@@ -341,7 +427,8 @@ def main(argv=None) -> dict:
       print(f'  model FLOPs per step: {r["flops_per_step"] / 1e9:,.2f} G')
       print(format_table({name: r}), flush=True)
   finally:
-    torch.set_num_threads(previous)  # A caller (e.g. a test session) keeps its own setting.
+    for worker in workers.values():
+      worker.close()
   figures = {'tiny': args.tiny, 'rounds': args.rounds, 'steps': args.steps, 'warmup': args.warmup,
              'warmup_rounds': args.warmup_rounds,
              'threads': args.threads, 'versions': versions(), 'cases': results}
@@ -354,10 +441,15 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  # Both sides with the malloc tunables llmjax's own commands run with (llmjax/host.py).
+  # Both sides with the malloc tunables llmjax's own commands run with (llmjax/host.py): the
+  # workers inherit them.
   host.exec_with_malloc_tunables()
   try:
-    main()
+    args = parse_args()
+    if args.serve:
+      serve(args.serve, args.threads)
+    else:
+      main()
   except UserError as e:
     print(f'llmjax: error: {e}', file=sys.stderr)
     sys.exit(2)

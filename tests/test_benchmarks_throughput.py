@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import load_benchmark, load_config
+from llmjax.errors import UserError
 
 pytest.importorskip('torch')
 pytest.importorskip('transformers')
@@ -39,6 +40,19 @@ def test_every_case_runs_on_both_sides_with_the_same_shapes(fake_cache, tmp_path
     assert 0 < low <= high
     assert f'case {name}: ' in printed
   assert 'llmjax/torch' in printed and 'transformers' in figures['versions']
+
+
+def test_worker_answers_a_users_error_and_dies_on_a_bug():
+  bench = load_benchmark('throughput_vs_transformers')
+  worker = bench.Worker('torch', threads=1)
+  try:
+    with pytest.raises(UserError, match="no case 'e': choose among a,b,c,d"):
+      worker.ask(load='e', tiny=True)
+    # A step before any case is loaded is a bug: the worker's traceback, then its exit.
+    with pytest.raises(RuntimeError, match='the torch worker exited with status 1'):
+      worker.ask(steps=1)
+  finally:
+    worker.close()
 
 
 def test_ratio_interval_brackets_the_ratio_of_medians():
