@@ -352,7 +352,7 @@ def serve(side: str, threads: int) -> None:
       if 'load' in request:
         if request['load'] not in CASES:
           raise UserError(f'no case {request["load"]!r}: choose among {",".join(CASES)}')
-        runner = None  # The previous case's arrays go before the next case's come.
+        runner = jx = None  # The previous case's arrays go before the next case's come.
         # One device: the comparison is of the computation, not of the parallelism.
         jx = llmjax_bench.StepBench(CASES[request['load']].load(request['tiny']),
                                     devices=jax.devices()[:1])
