@@ -339,12 +339,12 @@ def serve(side: str, threads: int) -> None:
   """A worker's loop (see `Worker`): {"load": CASE, "tiny": BOOL} builds the side's step for a case
   (the llmjax side compiles it) and answers with its shapes and counts; {"steps": N} runs N steps and
   answers with their times. A user's error (a missing asset) is answered as {"error": MESSAGE}."""
+  answers = os.fdopen(os.dup(sys.stdout.fileno()), 'w', buffering=1)
+  os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # Whatever else is printed goes to stderr.
   import jax
   import torch
 
   torch.set_num_threads(threads)
-  answers = os.fdopen(os.dup(sys.stdout.fileno()), 'w', buffering=1)
-  os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # Whatever else is printed goes to stderr.
   runner = None
   for line in sys.stdin:
     request = json.loads(line)
