@@ -61,6 +61,9 @@ class BertConfig:
   hidden_dropout: float = 0.1
   attention_dropout: float = 0.1
   initializer_range: float = 0.02
+  # Attention's kernel (`layers.ATTENTION_KERNELS`): 'dot_product' (any device) or 'cudnn_flash'
+  # (cuDNN's flash attention: NVIDIA GPUs, bfloat16 compute, no attention dropout).
+  attention_kernel: str = 'dot_product'
   # nn.scan over the layers: params stacked under bert/layers (leading axis 'layers'), compile time
   # flat in depth.
   scan_layers: bool = False
@@ -74,9 +77,10 @@ class BertConfig:
     if self.hidden_size % self.num_heads:
       raise UserError(f'BERT hidden_size={self.hidden_size} is not divisible by '
                       f'num_heads={self.num_heads}: choose num_heads that divides hidden_size')
-    if self.remat not in layers.REMAT_POLICIES:
-      raise UserError(f'BERT remat={self.remat!r} is unknown: use one of '
-                      f'{tuple(layers.REMAT_POLICIES)}')
+    choices = {'remat': tuple(layers.REMAT_POLICIES), 'attention_kernel': layers.ATTENTION_KERNELS}
+    for field, allowed in choices.items():
+      if getattr(self, field) not in allowed:
+        raise UserError(f'BERT {field}={getattr(self, field)!r} is unknown: use one of {allowed}')
 
   @property
   def head_dim(self) -> int:
@@ -137,8 +141,8 @@ class BertLayer(nn.Module):
     mask = mask[:, :, :1] if self.first_only else mask
     h = layers.MultiHeadAttention(
         num_heads=cfg.num_heads, head_dim=cfg.head_dim, dropout_rate=cfg.attention_dropout,
-        kernel_init=_init(cfg), name='attention', **kw)(queries, x, mask,
-                                                        deterministic=deterministic)
+        kernel_init=_init(cfg), attention_kernel=cfg.attention_kernel, name='attention',
+        **kw)(queries, x, mask, deterministic=deterministic)
     h = nn.Dropout(rate=cfg.hidden_dropout)(h, deterministic=deterministic)
     x = layers.layer_norm(epsilon=cfg.layer_norm_eps, name='attention_ln', **kw)(queries + h)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))

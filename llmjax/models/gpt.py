@@ -63,6 +63,9 @@ class GPTConfig:
   # Causal self-attention in blocks of this many queries, each attending only to the keys up to its
   # end (`layers.causal_blocks`); 0 computes the whole square at once.
   attention_block: int = 128
+  # Attention's kernel (`layers.ATTENTION_KERNELS`): 'dot_product' (any device) or 'cudnn_flash'
+  # (cuDNN's flash attention: NVIDIA GPUs, bfloat16 compute, no attention dropout).
+  attention_kernel: str = 'dot_product'
   # nn.scan over the blocks: params stacked under `layers` (leading axis 'layers'), compile time flat
   # in depth.
   scan_layers: bool = False
@@ -84,7 +87,7 @@ class GPTConfig:
                       f'square at once) or a number of queries per block')
     choices = {'position': ('learned', 'rotary', 'sinusoidal'), 'norm': ('layernorm', 'rmsnorm'),
                'activation': tuple(layers.ACTIVATIONS) + tuple(layers.GATED_ACTIVATIONS),
-               'remat': tuple(layers.REMAT_POLICIES)}
+               'remat': tuple(layers.REMAT_POLICIES), 'attention_kernel': layers.ATTENTION_KERNELS}
     for field, allowed in choices.items():
       if getattr(self, field) not in allowed:
         raise UserError(f'GPT {field}={getattr(self, field)!r} is unknown: use one of {allowed}')
@@ -130,7 +133,8 @@ class Block(nn.Module):
         num_heads=cfg.num_heads, head_dim=cfg.head_dim, num_kv_heads=cfg.kv_heads,
         dropout_rate=cfg.attn_dropout, use_bias=cfg.use_bias, rotary=cfg.position == 'rotary',
         rope_theta=cfg.rope_theta, kernel_init=_init(cfg), out_init=_residual_init(cfg),
-        causal_block=cfg.attention_block, name='attn', **kw)(
+        causal_block=cfg.attention_block, attention_kernel=cfg.attention_kernel, name='attn',
+        **kw)(
             h, h, mask, positions=positions, deterministic=deterministic, decode=decode)
     x = x + nn.Dropout(rate=cfg.resid_dropout)(h, deterministic=deterministic)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))

@@ -56,6 +56,13 @@ REMAT_POLICIES = {
     'dots_no_batch': jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
 
+# config.model.attention_kernel (the same names in every family): what computes attention in
+# training and evaluation. 'dot_product' is `dot_product_attention`, on any device; 'cudnn_flash' is
+# cuDNN's flash attention through jax.nn.dot_product_attention (`cudnn_flash_attention`: NVIDIA GPUs,
+# bfloat16 or float16 compute, no dropout on the attention probabilities), as MaxText's
+# attention='cudnn_flash_jax'.
+ATTENTION_KERNELS = ('dot_product', 'cudnn_flash')
+
 
 def dtype(name: str | Dtype) -> jnp.dtype:
   """'float32', 'bfloat16', ... (or a dtype) -> the jnp dtype."""
@@ -386,6 +393,43 @@ def _attention_bwd(factor, dtype, residuals, dout):
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
+def cudnn_flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None, *,
+                          bias: jax.Array | None = None, scale: bool = True, causal: bool = False,
+                          dropout: Callable[[jax.Array], jax.Array] | None = None,
+                          implementation: str = 'cudnn') -> jax.Array:
+  """`dot_product_attention`'s result (same arguments, and `causal`: whether the mask is causal) as
+  cuDNN's flash attention computes it, through jax.nn.dot_product_attention: the [B, heads, Lq, Lk]
+  probabilities are never held, and with `causal` the key blocks after each query block are
+  skipped. `implementation='xla'` makes the same call through XLA, on any device (the tests compare
+  it with `dot_product_attention`)."""
+  if implementation == 'cudnn':
+    fix = "set model.attention_kernel='dot_product'"
+    if jax.default_backend() != 'gpu':
+      raise UserError(f"model.attention_kernel='cudnn_flash' needs an NVIDIA GPU, and this run's "
+                      f"devices are {jax.default_backend()}: {fix}")
+    if dropout is not None:
+      raise UserError(f"model.attention_kernel='cudnn_flash' takes no dropout on the attention "
+                      f"probabilities: set the model's attention dropout to 0, or {fix}")
+    if q.dtype not in (jnp.bfloat16, jnp.float16):
+      raise UserError(f"model.attention_kernel='cudnn_flash' computes in bfloat16 or float16, not "
+                      f"{q.dtype}: set model.dtype=bfloat16, or {fix}")
+    if q.shape[-1] % 8 or q.shape[-1] > 128:
+      raise UserError(f"model.attention_kernel='cudnn_flash' needs a head width that is a multiple "
+                      f"of 8 and at most 128, not {q.shape[-1]}: change the number of heads, or {fix}")
+    if (mask is not None or bias is not None) and (q.shape[1] % 2 or k.shape[1] % 2):
+      raise UserError(f"model.attention_kernel='cudnn_flash' needs even sequence lengths with a mask, "
+                      f"not {q.shape[1]} queries and {k.shape[1]} keys: pad to an even data.max_len, "
+                      f"or {fix}")
+  if bias is not None:
+    # Masked logits at jax's value for a boolean mask (-2^15 in float16, -2^41 otherwise) rather than
+    # float32's most negative number (T5's mask), which is -inf in bfloat16: cuDNN mishandles the
+    # difference of two larger negative numbers.
+    masked = -2.0 ** (15 if q.dtype == jnp.float16 else 41)
+    bias = jnp.maximum(bias, masked).astype(q.dtype)
+  return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=None if scale else 1.0,
+                                      is_causal=causal, implementation=implementation)
+
+
 def causal_blocks(attention: Callable[..., jax.Array], q: jax.Array, k: jax.Array, v: jax.Array,
                   mask: jax.Array | None, bias: jax.Array | None, block: int) -> jax.Array:
   """Causal self-attention computed in blocks of `block` queries, each attending only to the keys up
@@ -678,6 +722,10 @@ class MultiHeadAttention(nn.Module):
   # > 0: the mask of self-attention is causal; compute it in blocks of this many queries (see
   # `causal_blocks`). Not in decoding, where the keys are the cache's.
   causal_block: int = 0
+  # One of ATTENTION_KERNELS; 'cudnn_flash' skips the blocks above (cuDNN skips the keys after each
+  # query block itself). One query at a time (decoding, BERT's [CLS]-only last layer) uses
+  # 'dot_product' whatever this says: flash attention saves nothing there.
+  attention_kernel: str = 'dot_product'
 
   @nn.compact
   def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, mask: jax.Array | None = None, *,
@@ -735,9 +783,13 @@ class MultiHeadAttention(nn.Module):
     dropout = None
     if not deterministic and self.dropout_rate > 0.0:
       dropout = lambda probs: nn.Dropout(rate=self.dropout_rate)(probs, deterministic=False)
-    attention = lambda q, k, v, mask, bias: dot_product_attention(
-        q, k, v, mask, bias=bias, scale=self.scale_logits, dropout=dropout, dtype=self.dtype)
-    x = causal_blocks(attention, q, k, v, mask, bias, 0 if decode else self.causal_block)
+    if self.attention_kernel == 'cudnn_flash' and not decode and q.shape[1] > 1:
+      x = cudnn_flash_attention(q, k, v, mask, bias=bias, scale=self.scale_logits,
+                                causal=self.causal_block > 0, dropout=dropout)
+    else:
+      attention = lambda q, k, v, mask, bias: dot_product_attention(
+          q, k, v, mask, bias=bias, scale=self.scale_logits, dropout=dropout, dtype=self.dtype)
+      x = causal_blocks(attention, q, k, v, mask, bias, 0 if decode else self.causal_block)
     x = nn.with_logical_constraint(x, qkv_axes)  # [B, Lq, heads, kv]
     return DenseGeneral((features,), ('heads', 'kv', 'embed'), ('embed',), contract=2,
                         use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,

@@ -89,6 +89,9 @@ class T5Config:
   use_bias: bool = False  # biases in attention and Mlp projections
   scale_attention: bool = False  # 1/sqrt(d_kv) on attention logits (T5 folds it into q's init)
   scale_embeddings: bool = False  # token embeddings * sqrt(d_model) (Vaswani et al.)
+  # Attention's kernel (`layers.ATTENTION_KERNELS`): 'dot_product' (any device) or 'cudnn_flash'
+  # (cuDNN's flash attention: NVIDIA GPUs, bfloat16 compute, no attention dropout).
+  attention_kernel: str = 'dot_product'
   # nn.scan over each stack's blocks: params stacked under {encoder, decoder}/layers (leading axis
   # 'layers'), compile time flat in depth.
   scan_layers: bool = False
@@ -101,7 +104,7 @@ class T5Config:
   def __post_init__(self):
     choices = {'feed_forward': tuple(FEED_FORWARD), 'position': ('relative', 'sinusoidal'),
                'norm': ('rmsnorm', 'layernorm'), 'norm_position': ('pre', 'post'),
-               'remat': tuple(layers.REMAT_POLICIES)}
+               'remat': tuple(layers.REMAT_POLICIES), 'attention_kernel': layers.ATTENTION_KERNELS}
     for field, allowed in choices.items():
       if getattr(self, field) not in allowed:
         raise UserError(f'T5 {field}={getattr(self, field)!r} is unknown: use one of {allowed}')
@@ -206,7 +209,8 @@ class Block(nn.Module):
           use_bias=cfg.use_bias, scale_logits=cfg.scale_attention,
           kernel_init=_normal(f * cfg.d_model ** -0.5),
           query_init=_normal(f * (cfg.d_model * cfg.d_kv) ** -0.5),
-          out_init=_normal(f * (cfg.num_heads * cfg.d_kv) ** -0.5), name=name, **kw)
+          out_init=_normal(f * (cfg.num_heads * cfg.d_kv) ** -0.5),
+          attention_kernel=cfg.attention_kernel, name=name, **kw)
 
     x = sublayer('self_attention', lambda h: attention('self_attention')(
         h, h, mask if bias is None else None, bias=bias, deterministic=deterministic,

@@ -118,6 +118,27 @@ def test_forward_shapes_and_padding_invariance():
   np.testing.assert_allclose(pooled_first, pooled, atol=1e-6)
 
 
+def test_cudnn_flash_kernel_keeps_the_cls_layer_on_dot_product(monkeypatch):
+  # With attention_kernel='cudnn_flash' (a stand-in GPU runs jax's call through XLA), every layer
+  # but the [CLS]-only last one of a classifier goes through jax.nn.dot_product_attention; the
+  # pooled output is the default kernel's (bfloat16: within its rounding).
+  calls = []
+  dot_product_attention = jax.nn.dot_product_attention
+  def through_xla(q, *args, implementation, **kwargs):
+    calls.append(q.shape[1])
+    return dot_product_attention(q, *args, implementation='xla', **kwargs)
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', through_xla)
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  config = dataclasses.replace(CONFIG, num_heads=2, dtype='bfloat16')  # heads of 16
+  variables = init(bert.BertEncoder(config))
+  pooled = lambda kernel: bert.BertEncoder(
+      dataclasses.replace(config, attention_kernel=kernel), pooled_only=True).apply(
+          variables, *make_inputs(), deterministic=True)[1]
+  flash = pooled('cudnn_flash')
+  assert calls == [8] * (CONFIG.num_layers - 1)
+  np.testing.assert_allclose(flash, pooled('dot_product'), atol=0.05)
+
+
 def test_dropout():
   model = bert.BertForSequenceClassification(dataclasses.replace(CONFIG, num_layers=1), num_labels=2)
   variables = init(model)
@@ -219,6 +240,8 @@ def test_user_errors():
   with pytest.raises(UserError, match='max_position_embeddings=64'):
     ids = np.zeros((1, 65), np.int32)
     bert.BertEncoder(CONFIG).init(jax.random.key(0), ids, ids, ids + 1, deterministic=True)
+  with pytest.raises(UserError, match="attention_kernel='flash' is unknown"):
+    bert.BertConfig(attention_kernel='flash')
   with pytest.raises(UserError, match="remat='some'"):
     bert.BertConfig(remat='some')
   with pytest.raises(UserError, match='unknown dtype'):

@@ -189,6 +189,38 @@ def test_causal_attention_blocks_compute_the_same():
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
+def test_cudnn_flash_kernel_routes_attention(monkeypatch):
+  # attention_kernel='cudnn_flash' calls jax.nn.dot_product_attention(implementation='cudnn') once per
+  # layer, causal, the mask of the packed documents given; here a stand-in GPU runs the call
+  # through XLA. bfloat16 logits as the default kernel's; decoding keeps the default kernel.
+  calls = []
+  dot_product_attention = jax.nn.dot_product_attention
+  def through_xla(*args, implementation, **kwargs):
+    calls.append((implementation, kwargs['is_causal'], kwargs['mask'] is not None))
+    return dot_product_attention(*args, implementation='xla', **kwargs)
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', through_xla)
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  config = dataclasses.replace(TINY, num_heads=2, dtype='bfloat16', attn_dropout=0.0)  # heads of 8
+  ids = jax.random.randint(jax.random.key(3), (2, 10), 0, TINY.vocab_size)
+  seg = jnp.array([[1] * 6 + [2] * 4, [1] * 10])
+  params = gpt.GPT(config).init(jax.random.key(0), ids, deterministic=True)['params']
+  apply = lambda kernel, **kw: gpt.GPT(dataclasses.replace(config, attention_kernel=kernel)).apply(
+      {'params': params}, ids, segment_ids=seg, **kw)
+  flash = apply('cudnn_flash', deterministic=True)
+  assert calls == [('cudnn', True, True)] * TINY.num_layers
+  np.testing.assert_allclose(flash, apply('dot_product', deterministic=True), atol=0.05)
+  with pytest.raises(UserError, match='no dropout on the attention probabilities'):
+    gpt.GPT(dataclasses.replace(config, attention_kernel='cudnn_flash', attn_dropout=0.1)).apply(
+        {'params': params}, ids, deterministic=False, rngs={'dropout': jax.random.key(1)})
+  calls.clear()
+  model = gpt.GPT(dataclasses.replace(config, attention_kernel='cudnn_flash'))
+  cache = model.init(jax.random.key(0), jnp.zeros((2, 12), jnp.int32), deterministic=True,
+                     decode=True)['cache']
+  model.apply({'params': params, 'cache': cache}, ids[:, :4], deterministic=True, decode=True,
+              mutable=['cache'])
+  assert not calls
+
+
 def test_user_errors():
   with pytest.raises(UserError, match='not divisible by num_heads'):
     gpt.GPTConfig(hidden_size=30, num_heads=4)
@@ -200,5 +232,7 @@ def test_user_errors():
     gpt.GPTConfig(remat='some')
   with pytest.raises(UserError, match='attention_block=-1 is negative'):
     gpt.GPTConfig(attention_block=-1)
+  with pytest.raises(UserError, match="attention_kernel='flash' is unknown"):
+    gpt.GPTConfig(attention_kernel='flash')
   with pytest.raises(UserError, match='max_position_embeddings=32'):
     gpt.GPT(TINY).init(jax.random.key(0), jnp.zeros((1, 33), jnp.int32), deterministic=True)

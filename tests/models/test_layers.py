@@ -93,6 +93,61 @@ def test_causal_blocks_attend_as_the_whole_square(block):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize('case', ['causal_segments_gqa', 'padding', 't5_bias'])
+def test_cudnn_flash_call_attends_as_dot_product(case):
+  # The call `cudnn_flash_attention` makes, run through XLA (implementation='xla'), against
+  # `dot_product_attention`: values and gradients, for GPT's causal packed mask (with grouped kv
+  # heads and `causal`), BERT's padding mask, and T5's bias with the mask folded in. A padded query
+  # attends to nothing: uniform weights either way, but the gradients through its masked logits
+  # differ, so the loss leaves out its output, as the training losses do.
+  kq, kk, kv, kb = jax.random.split(jax.random.key(5), 4)
+  kv_heads = 2 if case == 'causal_segments_gqa' else 4
+  q = jax.random.normal(kq, (2, 6, 4, 8))
+  k, v = (jax.random.normal(key, (2, 6, kv_heads, 8)) for key in (kk, kv))
+  mask, bias, causal, real = None, None, False, jnp.ones((2, 6))
+  if case == 'causal_segments_gqa':
+    seg = jnp.array([[0, 1, 1, 2, 2, 2], [1, 1, 1, 1, 1, 1]])
+    mask = layers.make_attention_mask(causal=True, query_segment_ids=seg, key_segment_ids=seg)
+    causal = True
+  elif case == 'padding':
+    real = jnp.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    mask = layers.make_attention_mask(real, real)
+  else:
+    real = jnp.array([[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    bias = layers.masked_bias(jax.random.normal(kb, (1, 4, 6, 6)),
+                              layers.make_attention_mask(real, real, causal=True))
+  scale = case != 't5_bias'
+
+  def loss(attention, q, k, v, bias):
+    out = attention(q, k, v, mask, bias=bias, scale=scale)
+    return jnp.sum(jnp.sin(out) * real[:, :, None, None])
+  flash = lambda *a, **kw: layers.cudnn_flash_attention(*a, causal=causal, implementation='xla',
+                                                        **kw)
+  argnums = (1, 2, 3) if bias is None else (1, 2, 3, 4)
+  value, grads = jax.value_and_grad(loss, argnums)(flash, q, k, v, bias)
+  expected, expected_grads = jax.value_and_grad(loss, argnums)(layers.dot_product_attention,
+                                                               q, k, v, bias)
+  np.testing.assert_allclose(value, expected, rtol=1e-5)
+  for got, want in zip(grads, expected_grads):
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
+
+
+def test_cudnn_flash_refuses_what_cudnn_cannot_run(monkeypatch):
+  q = jnp.zeros((1, 4, 2, 8), jnp.bfloat16)
+  with pytest.raises(UserError, match="needs an NVIDIA GPU.*attention_kernel='dot_product'"):
+    layers.cudnn_flash_attention(q, q, q)
+  monkeypatch.setattr(layers.jax, 'default_backend', lambda: 'gpu')
+  with pytest.raises(UserError, match='no dropout on the attention probabilities'):
+    layers.cudnn_flash_attention(q, q, q, dropout=lambda p: p)
+  with pytest.raises(UserError, match='not float32: set model.dtype=bfloat16'):
+    layers.cudnn_flash_attention(*(jnp.zeros((1, 4, 2, 8)),) * 3)
+  with pytest.raises(UserError, match='multiple of 8 and at most 128, not 12'):
+    layers.cudnn_flash_attention(*(jnp.zeros((1, 4, 2, 12), jnp.bfloat16),) * 3)
+  odd = jnp.zeros((1, 5, 2, 8), jnp.bfloat16)
+  with pytest.raises(UserError, match='even sequence lengths with a mask, not 5 queries'):
+    layers.cudnn_flash_attention(odd, odd, odd, jnp.ones((1, 1, 5, 5), bool))
+
+
 def test_mask_folded_into_bias_attends_the_same():
   # A padded query (row 0's first) sees no key of its segment: uniform weights either way, no NaN.
   kq, kk, kv, kb = jax.random.split(jax.random.key(1), 4)

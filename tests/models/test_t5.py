@@ -362,7 +362,7 @@ def test_dropout_and_bfloat16():
 
 def test_user_errors():
   for field, value in (('feed_forward', 'tanh'), ('position', 'rotary'), ('norm', 'batchnorm'),
-                       ('norm_position', 'sandwich')):
+                       ('norm_position', 'sandwich'), ('attention_kernel', 'flash')):
     with pytest.raises(UserError, match=field):
       dataclasses.replace(TINY, **{field: value})
   with pytest.raises(UserError, match='num_heads'):
