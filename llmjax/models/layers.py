@@ -586,7 +586,10 @@ def project_shared(x: jax.Array, kernels: tuple[jax.Array, ...], contract: int) 
   The same products and gradients, but the kernels' gradients are one product, x^T [dy_1 ... dy_n]
   over the tokens with the dy stacked on an axis of their own (so that a kernel sharded on its
   output axes needs no resharding), then split. Three 2,048 x 512 by 512 x 512 gradients took
-  27.7 ms as three oneDNN products and 19.4 ms as one (timed alone, 2 cores, AVX2).
+  27.7 ms as three oneDNN products and 19.4 ms as one (timed alone, 2 cores, AVX2). The input
+  gradient is one product too, of the same stacked dy and the kernels stacked likewise: the dy,
+  which attention's backward pass leaves in its own layouts, are then rearranged once, not once
+  for each product.
   """
   return tuple(project(x, kernel, contract) for kernel in kernels)
 
@@ -598,9 +601,11 @@ def _project_shared_fwd(x, kernels, contract):
 def _project_shared_bwd(contract, residuals, dys):
   x, kernels = residuals
   n_batch = x.ndim - contract
-  dx = sum(_project_dx(dy, kernel, n_batch, contract) for dy, kernel in zip(dys, kernels))
-  # [in, n x out], with the dy stacked on an axis after the batch axes.
-  dkernels = _kernel_grad(x, jnp.stack(dys, axis=n_batch), contract)
+  # [batch..., n, out...] and [in..., n, out...]: the dy and the kernels on an axis of their own.
+  dy = jnp.stack(dys, axis=n_batch)
+  dx = _project_dx(dy, jnp.stack(kernels, axis=contract), n_batch, contract)
+  # [in, n x out].
+  dkernels = _kernel_grad(x, dy, contract)
   dkernels = dkernels.reshape(dkernels.shape[0], len(kernels), -1)
   return dx.astype(x.dtype), tuple(dkernels[:, i].reshape(kernel.shape).astype(kernel.dtype)
                                    for i, kernel in enumerate(kernels))
