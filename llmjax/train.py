@@ -148,16 +148,26 @@ def make_train_step(task, tx, config, mesh, state_shardings):
   batch_sharding = sharding.batch_sharding(mesh, config)
   dropout_key = jax.random.fold_in(jax.random.key(config.seed, impl=config.rng_impl), 1)
 
-  def grads_and_sums(params, batch, rng):
+  def grads_and_sums(params, batch, rng, mean=False):
+    """Gradients of the batch's summed loss, or with `mean` of its mean over the batch's weight."""
     # Frozen parameters get exact zero gradients, and XLA skips computing their weight gradients.
     params = optim.stop_frozen_gradients(params, config.optim.freeze, lora.trainable(config))
-    (_, sums), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, rng)
+
+    def objective(params):
+      loss, sums = task.loss(params, batch, rng)
+      if mean:
+        # The weight does not depend on the parameters: dividing here scales the backward pass's
+        # seed, where dividing the gradients after is one more pass over every one of them.
+        loss = loss / jax.lax.stop_gradient(jnp.maximum(sums['weight'], 1.0))
+      return loss, sums
+
+    (_, sums), grads = jax.value_and_grad(objective, has_aux=True)(params)
     return grads, sums
 
   def train_step(state, batch):
     rng = jax.random.fold_in(dropout_key, state.step)
     if accum == 1:
-      grads, sums = grads_and_sums(state.params, batch, rng)
+      grads, sums = grads_and_sums(state.params, batch, rng, mean=True)
     else:
       micro = jax.tree.map(lambda x: x.reshape((accum, -1) + x.shape[1:]), batch)
 
@@ -171,8 +181,8 @@ def make_train_step(task, tx, config, mesh, state_shardings):
                            jax.eval_shape(grads_and_sums, state.params,
                                           jax.tree.map(lambda x: x[0], micro), rng))
       (grads, sums), _ = jax.lax.scan(body, zeros, jnp.arange(accum))
-    # Mean over the real examples of the whole batch, however it was split.
-    grads = jax.tree.map(lambda g: g / jnp.maximum(sums['weight'], 1.0), grads)
+      # Mean over the real examples of the whole batch, however it was split.
+      grads = jax.tree.map(lambda g: g / jnp.maximum(sums['weight'], 1.0), grads)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(sums['loss']) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
