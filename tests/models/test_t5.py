@@ -360,6 +360,30 @@ def test_dropout_and_bfloat16():
   np.testing.assert_allclose(logits16, exact, atol=0.1)
 
 
+def test_cudnn_flash_kernel_routes_attention(monkeypatch):
+  # attention_kernel='cudnn_flash' calls jax.nn.dot_product_attention(implementation='cudnn') in every
+  # self- and cross-attention, T5's relative bias (the padding mask folded in) passed in bfloat16;
+  # here a stand-in GPU runs the call through XLA. The logits are the default kernel's.
+  calls = []
+  dot_product_attention = jax.nn.dot_product_attention
+  def through_xla(*args, implementation, **kwargs):
+    calls.append((implementation, kwargs['bias'] is not None, kwargs['mask'] is not None))
+    return dot_product_attention(*args, implementation='xla', **kwargs)
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', through_xla)
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  config = dataclasses.replace(TINY, d_kv=8, dtype='bfloat16')
+  rng = np.random.default_rng(0)
+  ids, dec = jnp.asarray(rng.integers(2, 64, (2, 8))), jnp.asarray(rng.integers(2, 64, (2, 6)))
+  mask = jnp.array([[1] * 8, [1] * 4 + [0] * 4])
+  variables = t5.T5(config).init(jax.random.key(0), ids, dec, input_mask=mask, deterministic=True)
+  logits = lambda kernel: t5.T5(dataclasses.replace(config, attention_kernel=kernel)).apply(
+      variables, ids, dec, input_mask=mask, deterministic=True)
+  flash = logits('cudnn_flash')
+  # Encoder and decoder self-attention with the bias, cross-attention with the padding mask.
+  assert sorted(calls) == sorted([('cudnn', True, False)] * 5 + [('cudnn', False, True)] * 3)
+  np.testing.assert_allclose(flash, logits('dot_product'), atol=0.05)
+
+
 def test_user_errors():
   for field, value in (('feed_forward', 'tanh'), ('position', 'rotary'), ('norm', 'batchnorm'),
                        ('norm_position', 'sandwich'), ('attention_kernel', 'flash')):
