@@ -118,24 +118,17 @@ def test_forward_shapes_and_padding_invariance():
   np.testing.assert_allclose(pooled_first, pooled, atol=1e-6)
 
 
-def test_cudnn_flash_kernel_keeps_the_cls_layer_on_dot_product(monkeypatch):
+def test_cudnn_flash_kernel_keeps_the_cls_layer_on_dot_product(cudnn_stand_in):
   # With attention_kernel='cudnn_flash' (a stand-in GPU runs jax's call through XLA), every layer
   # but the [CLS]-only last one of a classifier goes through jax.nn.dot_product_attention; the
   # pooled output is the default kernel's (bfloat16: within its rounding).
-  calls = []
-  dot_product_attention = jax.nn.dot_product_attention
-  def through_xla(q, *args, implementation, **kwargs):
-    calls.append(q.shape[1])
-    return dot_product_attention(q, *args, implementation='xla', **kwargs)
-  monkeypatch.setattr(jax.nn, 'dot_product_attention', through_xla)
-  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   config = dataclasses.replace(CONFIG, num_heads=2, dtype='bfloat16')  # heads of 16
   variables = init(bert.BertEncoder(config))
   pooled = lambda kernel: bert.BertEncoder(
       dataclasses.replace(config, attention_kernel=kernel), pooled_only=True).apply(
           variables, *make_inputs(), deterministic=True)[1]
   flash = pooled('cudnn_flash')
-  assert calls == [8] * (CONFIG.num_layers - 1)
+  assert [c['queries'] for c in cudnn_stand_in] == [8] * (CONFIG.num_layers - 1)
   np.testing.assert_allclose(flash, pooled('dot_product'), atol=0.05)
 
 

@@ -189,17 +189,11 @@ def test_causal_attention_blocks_compute_the_same():
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
-def test_cudnn_flash_kernel_routes_attention(monkeypatch):
+def test_cudnn_flash_kernel_routes_attention(cudnn_stand_in):
   # attention_kernel='cudnn_flash' calls jax.nn.dot_product_attention(implementation='cudnn') once per
   # layer, causal, the mask of the packed documents given; here a stand-in GPU runs the call
   # through XLA. bfloat16 logits as the default kernel's; decoding keeps the default kernel.
-  calls = []
-  dot_product_attention = jax.nn.dot_product_attention
-  def through_xla(*args, implementation, **kwargs):
-    calls.append((implementation, kwargs['is_causal'], kwargs['mask'] is not None))
-    return dot_product_attention(*args, implementation='xla', **kwargs)
-  monkeypatch.setattr(jax.nn, 'dot_product_attention', through_xla)
-  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  calls = cudnn_stand_in
   config = dataclasses.replace(TINY, num_heads=2, dtype='bfloat16', attn_dropout=0.0)  # heads of 8
   ids = jax.random.randint(jax.random.key(3), (2, 10), 0, TINY.vocab_size)
   seg = jnp.array([[1] * 6 + [2] * 4, [1] * 10])
@@ -207,7 +201,8 @@ def test_cudnn_flash_kernel_routes_attention(monkeypatch):
   apply = lambda kernel, **kw: gpt.GPT(dataclasses.replace(config, attention_kernel=kernel)).apply(
       {'params': params}, ids, segment_ids=seg, **kw)
   flash = apply('cudnn_flash', deterministic=True)
-  assert calls == [('cudnn', True, True)] * TINY.num_layers
+  assert [(c['implementation'], c['is_causal'], c['mask']) for c in calls] == [
+      ('cudnn', True, True)] * TINY.num_layers
   np.testing.assert_allclose(flash, apply('dot_product', deterministic=True), atol=0.05)
   with pytest.raises(UserError, match='no dropout on the attention probabilities'):
     gpt.GPT(dataclasses.replace(config, attention_kernel='cudnn_flash', attn_dropout=0.1)).apply(

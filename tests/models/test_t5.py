@@ -360,17 +360,10 @@ def test_dropout_and_bfloat16():
   np.testing.assert_allclose(logits16, exact, atol=0.1)
 
 
-def test_cudnn_flash_kernel_routes_attention(monkeypatch):
+def test_cudnn_flash_kernel_routes_attention(cudnn_stand_in):
   # attention_kernel='cudnn_flash' calls jax.nn.dot_product_attention(implementation='cudnn') in every
   # self- and cross-attention, T5's relative bias (the padding mask folded in) passed in bfloat16;
   # here a stand-in GPU runs the call through XLA. The logits are the default kernel's.
-  calls = []
-  dot_product_attention = jax.nn.dot_product_attention
-  def through_xla(*args, implementation, **kwargs):
-    calls.append((implementation, kwargs['bias'] is not None, kwargs['mask'] is not None))
-    return dot_product_attention(*args, implementation='xla', **kwargs)
-  monkeypatch.setattr(jax.nn, 'dot_product_attention', through_xla)
-  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   config = dataclasses.replace(TINY, d_kv=8, dtype='bfloat16')
   rng = np.random.default_rng(0)
   ids, dec = jnp.asarray(rng.integers(2, 64, (2, 8))), jnp.asarray(rng.integers(2, 64, (2, 6)))
@@ -380,7 +373,8 @@ def test_cudnn_flash_kernel_routes_attention(monkeypatch):
       variables, ids, dec, input_mask=mask, deterministic=True)
   flash = logits('cudnn_flash')
   # Encoder and decoder self-attention with the bias, cross-attention with the padding mask.
-  assert sorted(calls) == sorted([('cudnn', True, False)] * 5 + [('cudnn', False, True)] * 3)
+  calls = sorted((c['implementation'], c['bias'], c['mask']) for c in cudnn_stand_in)
+  assert calls == sorted([('cudnn', True, False)] * 5 + [('cudnn', False, True)] * 3)
   np.testing.assert_allclose(flash, logits('dot_product'), atol=0.05)
 
 
