@@ -1,6 +1,7 @@
 """Test-wide setup: 8 fake CPU devices, unoptimised kernels, a persistent compilation cache and
 JAX's own Threefry lowering, set once before any JAX op; the fixtures and config helpers the tests
-share."""
+share. The only conftest.py under tests/: test modules import these helpers as `conftest`, and a
+second conftest.py in a subfolder would take that module name for the tests collected after it."""
 
 import os
 import pathlib
@@ -56,6 +57,25 @@ def llmjax_threefry():
   # Back to JAX's rolled lowering (the rule is private to JAX, pinned in pyproject.toml).
   _mlir.register_lowering(_jax_random.threefry2x32_p, _jax_threefry._threefry2x32_cpu_lowering_rule,
                           platform='cpu')
+
+
+@pytest.fixture
+def cudnn_stand_in(monkeypatch):
+  """A stand-in NVIDIA GPU for `attention_kernel='cudnn_flash'` on a CPU: the backend reads 'gpu' and
+  jax.nn.dot_product_attention runs its cuDNN calls through XLA. Returns the list of calls made, each
+  {'implementation', 'queries', 'is_causal', 'bias', 'mask'} (the last two: whether one was given)."""
+  calls = []
+  dot_product_attention = jax.nn.dot_product_attention
+
+  def through_xla(q, *args, implementation, **kwargs):
+    calls.append({'implementation': implementation, 'queries': q.shape[1],
+                  'is_causal': kwargs['is_causal'], 'bias': kwargs['bias'] is not None,
+                  'mask': kwargs['mask'] is not None})
+    return dot_product_attention(q, *args, implementation='xla', **kwargs)
+
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', through_xla)
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  return calls
 
 
 @pytest.fixture(scope='session')
