@@ -23,6 +23,9 @@ timing is of the step alone. Reported:
   input          tokens/s the data pipeline delivers on its own (`train_iter`, prefetch included) and
                  its ratio to what the step consumes: below 1 the step would wait for data.
 
+With `--profile=DIR`, `--profile_steps` more steps run under `jax.profiler.trace(DIR)`, and the time
+their operations took is printed by kind and for the slowest operations (`llmjax.profiling`).
+
 `StepBench` is the same measurement as a library, used by benchmarks/throughput_vs_transformers.py to
 alternate llmjax and PyTorch steps in one process.
 """
@@ -42,7 +45,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from llmjax import errors, lora, model_info, optim, sharding, tasks, train
+from llmjax import errors, lora, model_info, optim, profiling, sharding, tasks, train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file[:args].')
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (the median is reported).')
@@ -50,6 +53,9 @@ _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
 _BATCHES = flags.DEFINE_integer('batches', 4, 'Distinct data batches the timed steps cycle through.')
 _INPUT_BATCHES = flags.DEFINE_integer('input_batches', 50, 'Batches read to time the input pipeline.')
 _OUT = flags.DEFINE_string('out', None, 'Also write the figures as JSON to this file.')
+_PROFILE = flags.DEFINE_string('profile', None, 'Also trace steps with jax.profiler into this '
+                               'directory and print where their time went.')
+_PROFILE_STEPS = flags.DEFINE_integer('profile_steps', 3, 'Steps traced with --profile.')
 
 # Datasheet peak FLOP/s per JAX device, dense, by a substring of `device_kind` and compute dtype.
 # NVIDIA float32 matmuls run on tensor cores as TF32 under XLA's default precision. A TPU v2/v3
@@ -161,6 +167,14 @@ class StepBench:
         times.append(time.perf_counter() - start)
     return times
 
+  def profile(self, n: int, log_dir: str) -> dict:
+    """Runs n steps under `jax.profiler.trace(log_dir)`; returns `profiling.summarize`'s figures."""
+    if self.compiled is None:
+      self.compile()
+    with jax.profiler.trace(log_dir):
+      times = self.time_steps(n)
+    return profiling.summarize(log_dir, self.compiled.as_text(), n, statistics.median(times))
+
   def memory(self) -> dict[str, float]:
     """Bytes per device: what the compiled step holds, the device's peak, the host's peak."""
     if self.compiled is None:
@@ -188,8 +202,10 @@ class StepBench:
 
 
 def measure(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int = 2,
-            batches: int = 4, input_batches: int = 50, devices=None) -> dict:
-  """Every figure of the module docstring for `config`, as a dict."""
+            batches: int = 4, input_batches: int = 50, devices=None, profile_dir: str | None = None,
+            profile_steps: int = 3) -> dict:
+  """Every figure of the module docstring for `config`, as a dict; with `profile_dir`, also
+  'profile': `StepBench.profile`'s figures for `profile_steps` steps after the timed ones."""
   bench = StepBench(config, batches=batches, devices=devices)
   compile_s = bench.compile()
   bench.time_steps(warmup)
@@ -199,7 +215,7 @@ def measure(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int =
   flops_per_s = bench.flops_per_step / step_s
   input_tokens_per_s = bench.input_throughput(input_batches)
   m = bench.config.model
-  return {
+  result = {
       'model': m.name,
       'task': bench.config.task.name,
       'devices': f'{len(bench.devices)} x {bench.devices[0].device_kind}',
@@ -219,6 +235,9 @@ def measure(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int =
       'input_tokens_per_s': input_tokens_per_s,
       'input_ratio': input_tokens_per_s / tokens_per_s,
   }
+  if profile_dir:
+    result['profile'] = bench.profile(profile_steps, profile_dir)
+  return result
 
 
 def format_table(r: dict) -> str:
@@ -247,8 +266,11 @@ def format_table(r: dict) -> str:
 def main(argv):
   del argv
   result = measure(_CONFIG.value, steps=_STEPS.value, warmup=_WARMUP.value,
-                   batches=_BATCHES.value, input_batches=_INPUT_BATCHES.value)
+                   batches=_BATCHES.value, input_batches=_INPUT_BATCHES.value,
+                   profile_dir=_PROFILE.value, profile_steps=_PROFILE_STEPS.value)
   print(format_table(result))
+  if 'profile' in result:
+    print(profiling.format_summary(result['profile']))
   if _OUT.value:
     with open(_OUT.value, 'w') as f:
       json.dump(result, f, indent=2)

@@ -77,10 +77,18 @@ def test_command_prints_the_table_and_writes_json(fake_cache, tmp_path):
   out = tmp_path / 'bench.json'
   run = subprocess.run(
       [sys.executable, '-m', 'llmjax.bench', f'--config={REPO}/configs/bert_classify.py:tiny',
-       '--steps=1', '--warmup=0', '--input_batches=2', f'--out={out}'],
+       '--steps=1', '--warmup=0', '--input_batches=2', f'--out={out}',
+       f'--profile={tmp_path / "profile"}', '--profile_steps=2'],
       capture_output=True, text=True, timeout=300, cwd=REPO)
   assert run.returncode == 0, run.stderr[-2000:]
   figures = json.loads(out.read_text())
   for label in ('compile', 'step (median)', 'tokens/s', 'MFU', 'input tokens/s'):
     assert label in run.stdout
   assert f'{figures["tokens_per_s"]:,.0f}' in run.stdout
+  # The traced steps' operations, no more busy time than the steps took, traced to the model's
+  # JAX operations.
+  profile = figures['profile']
+  assert 'profile: 2 steps traced' in run.stdout and profile['top'][0]['name'] in run.stdout
+  assert sum(k['ms'] for k in profile['kinds'].values()) == pytest.approx(profile['busy_ms'])
+  assert 0 < profile['busy_ms'] <= profile['step_ms'] * 1.05
+  assert any('BertForSequenceClassification' in t['op_name'] for t in profile['top']), run.stdout
