@@ -5,15 +5,19 @@ for TensorBoard's profile plugin, XProf or Perfetto. An operation is an instruct
 optimised HLO module: on a CPU the executor's spans (one per fusion, oneDNN call or copy, on XLA's
 threads), on a GPU the kernels on the device's streams (named by the instruction they run, `hlo_op`).
 Operations that run side by side (XLA:CPU runs independent ones on its threads at once) share their
-time evenly, so the times add up to the time the device was busy.
+time evenly, so the times add up to the time the device was busy. Matrix products are counted from
+the dots in the HLO (2 x output size x contracted size), so each product's FLOP/s is printed beside it.
 """
 
 import collections
 import glob
 import gzip
 import json
+import math
 import os
 import re
+
+from llmjax import model_info
 
 TOP = 12  # single operations listed, the slowest first
 KINDS = 15  # kinds of operation listed, the busiest first
@@ -22,16 +26,43 @@ _TYPE = r'\((?:[^()]|\([^()]*\))*\)|[^\s(]+'  # a tuple (possibly of tuples) or 
 
 def instructions(hlo_text: str) -> dict[str, dict]:
   """Each instruction of an HLO module's text: {name: {'type': result type, 'operands': [names],
-  'op_name': the JAX operation it came from}}, layouts dropped from the types."""
-  found = {}
-  for m in re.finditer(rf'^\s*(?:ROOT\s+)?%?([\w.\-]+) = ({_TYPE}) [\w\-]+\(([^)]*)\)(.*)$',
-                       hlo_text, re.M):
-    name, type_, operands, rest = m.groups()
+  'op_name': the JAX operation it came from, 'flops': its matrix products' FLOPs}}, layouts dropped
+  from the types. A fusion's FLOPs are those of the dots it computes (oneDNN and YNNPACK products on a
+  CPU, Triton's on a GPU); library calls XLA makes as custom calls (cuBLAS) count none."""
+  found, members, calls = {}, {}, {}
+  computation = None
+  for line in hlo_text.splitlines():
+    head = re.match(r'^(?:ENTRY\s+)?%?([\w.\-]+) \(.*\) -> .*\{$', line)
+    if head:
+      computation = members.setdefault(head.group(1), [])
+      continue
+    m = re.match(rf'^\s*(?:ROOT\s+)?%?([\w.\-]+) = ({_TYPE}) ([\w\-]+)\(([^)]*)\)(.*)$', line)
+    if not m:
+      continue
+    name, type_, opcode, operands, rest = m.groups()
     op_name = re.search(r'op_name="([^"]*)"', rest)
     found[name] = {'type': re.sub(r'\{[^{}]*\}|/\*[^*]*\*/', '', type_),
                    'operands': re.findall(r'%?([\w.\-]+)', operands),
-                   'op_name': op_name.group(1) if op_name else ''}
+                   'op_name': op_name.group(1) if op_name else '', 'flops': 0}
+    if computation is not None:
+      computation.append(name)
+    if opcode == 'dot':
+      contracting = re.search(r'lhs_contracting_dims=\{([\d,]*)\}', rest)
+      lhs = found.get(found[name]['operands'][0], {}).get('type', '')
+      if contracting and lhs:
+        dims = _dims(lhs)
+        k = math.prod(dims[int(i)] for i in contracting.group(1).split(',') if i)
+        found[name]['flops'] = 2 * math.prod(_dims(found[name]['type'])) * k
+    elif opcode == 'fusion':
+      calls[name] = re.findall(r'calls=%?([\w.\-]+)', rest)
+  for name, called in calls.items():  # A fusion's body is printed before the fusion's caller.
+    found[name]['flops'] = sum(found[i]['flops'] for c in called for i in members.get(c, ()))
   return found
+
+
+def _dims(array_type: str) -> list[int]:
+  """The dimensions of an array type such as 'f32[464,512]' ([] for a scalar)."""
+  return [int(d) for d in re.findall(r'\d+', array_type.partition('[')[2])]
 
 
 def signature(name: str, table: dict[str, dict]) -> str:
@@ -104,14 +135,20 @@ def summarize(log_dir: str, hlo_text: str, steps: int, step_s: float) -> dict:
     kinds[kind(name)][1] += runs
   per_step = lambda us: us / 1e3 / steps  # noqa: E731
   table = instructions(hlo_text)
+  flops = {name: table.get(name, {}).get('flops', 0) for name in times}
+  rate = lambda name: flops[name] * times[name][1] / (times[name][0] * 1e-6) if times[name][0] else 0.  # noqa: E731
+  products = [name for name in times if flops[name]]
   top = sorted(times.items(), key=lambda item: -item[1][0])[:TOP]
   return {
       'log_dir': log_dir, 'trace': path, 'steps': steps, 'step_ms': 1e3 * step_s,
       'busy_ms': per_step(sum(busy for busy, _ in times.values())),
+      'products': {'ms': per_step(sum(times[name][0] for name in products)),
+                   'flops': sum(flops[name] * times[name][1] for name in products) / steps},
       'kinds': {k: {'ms': per_step(busy), 'runs': runs / steps}
                 for k, (busy, runs) in sorted(kinds.items(), key=lambda item: -item[1][0])},
-      'top': [{'name': name, 'ms': per_step(busy), 'runs': runs / steps,
-               'signature': signature(name, table), 'op_name': table.get(name, {}).get('op_name', '')}
+      'top': [{'name': name, 'ms': per_step(busy), 'runs': runs / steps, 'flops': flops[name],
+               'flops_per_s': rate(name), 'signature': signature(name, table),
+               'op_name': table.get(name, {}).get('op_name', '')}
               for name, (busy, runs) in top],
   }
 
@@ -124,6 +161,12 @@ def format_summary(s: dict) -> str:
     return '\n'.join(lines + [f'  no operations of the step found ({s.get("note", "empty trace")})'])
   lines.append(f'  busy {s["busy_ms"]:,.1f} ms per step; operations running side by side share '
                'their time')
+  products = s['products']
+  if products['flops']:
+    lines.append(f'  matrix products (XLA dots) {products["ms"]:,.1f} ms per step '
+                 f'({100 * products["ms"] / s["busy_ms"]:.1f}%), '
+                 f'{model_info.human(products["flops"], "FLOP")} at '
+                 f'{model_info.human(products["flops"] / (products["ms"] * 1e-3), "FLOP/s")}')
   rows = list(s['kinds'].items())
   if len(rows) > KINDS:
     rest = rows[KINDS:]
@@ -136,9 +179,10 @@ def format_summary(s: dict) -> str:
                  f'{v["runs"]:9,.1f}')
   width = max(len(t['name']) for t in s['top'])
   lines.append(f'  {"slowest operations":{width}s}  {"ms/step":>9s}  {"runs/step":>9s}  '
-               'result <- operands (JAX operation)')
+               f'{"FLOP/s":>12s}  result <- operands (JAX operation)')
   for t in s['top']:
     source = re.sub(r'^jit\([^)]*\)/', '', t['op_name'])
-    lines.append(f'  {t["name"]:{width}s}  {t["ms"]:9,.1f}  {t["runs"]:9,.1f}  {t["signature"]}'
-                 + (f' ({source})' if source else ''))
+    rate = model_info.human(t['flops_per_s'], 'FLOP/s') if t['flops_per_s'] else '-'
+    lines.append(f'  {t["name"]:{width}s}  {t["ms"]:9,.1f}  {t["runs"]:9,.1f}  {rate:>12s}  '
+                 f'{t["signature"]}' + (f' ({source})' if source else ''))
   return '\n'.join(lines)

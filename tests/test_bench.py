@@ -92,3 +92,4 @@ def test_command_prints_the_table_and_writes_json(fake_cache, tmp_path):
   assert sum(k['ms'] for k in profile['kinds'].values()) == pytest.approx(profile['busy_ms'])
   assert 0 < profile['busy_ms'] <= profile['step_ms'] * 1.05
   assert any('BertForSequenceClassification' in t['op_name'] for t in profile['top']), run.stdout
+  assert 0 < profile['products']['ms'] < profile['busy_ms'] and profile['products']['flops'] > 0
