@@ -156,7 +156,8 @@ def summarize(log_dir: str, hlo_text: str, steps: int, step_s: float) -> dict:
 def format_summary(s: dict) -> str:
   """`summarize`'s figures as two tables: by kind of operation (the KINDS busiest, then the rest
   together), then the slowest single operations with their types and the JAX operation each ran."""
-  lines = [f'profile: {s["steps"]} steps traced, {s["step_ms"]:,.1f} ms each (median), in {s["log_dir"]}']
+  steps = f'{s["steps"]} step' + ('s' if s['steps'] != 1 else '')
+  lines = [f'profile: {steps} traced, {s["step_ms"]:,.1f} ms each (median), in {s["log_dir"]}']
   if not s['kinds']:
     return '\n'.join(lines + [f'  no operations of the step found ({s.get("note", "empty trace")})'])
   lines.append(f'  busy {s["busy_ms"]:,.1f} ms per step; operations running side by side share '
