@@ -128,7 +128,8 @@ def summarize(log_dir: str, hlo_text: str, steps: int, step_s: float) -> dict:
   with gzip.open(path, 'rt') as f:
     trace = json.load(f)
   events = trace['traceEvents'] if isinstance(trace, dict) else trace
-  times = operation_times(events, module_name(hlo_text))
+  module = module_name(hlo_text)
+  times = operation_times(events, module)
   kinds = collections.defaultdict(lambda: [0.0, 0])
   for name, (busy, runs) in times.items():
     kinds[kind(name)][0] += busy
@@ -136,7 +137,11 @@ def summarize(log_dir: str, hlo_text: str, steps: int, step_s: float) -> dict:
   per_step = lambda us: us / 1e3 / steps  # noqa: E731
   table = instructions(hlo_text)
   flops = {name: table.get(name, {}).get('flops', 0) for name in times}
-  rate = lambda name: flops[name] * times[name][1] / (times[name][0] * 1e-6) if times[name][0] else 0.  # noqa: E731
+
+  def rate(name):  # FLOP/s of an operation over the time it had
+    busy, runs = times[name]
+    return flops[name] * runs / (busy * 1e-6) if busy else 0.
+
   products = [name for name in times if flops[name]]
   top = sorted(times.items(), key=lambda item: -item[1][0])[:TOP]
   return {
@@ -150,6 +155,7 @@ def summarize(log_dir: str, hlo_text: str, steps: int, step_s: float) -> dict:
                'flops_per_s': rate(name), 'signature': signature(name, table),
                'op_name': table.get(name, {}).get('op_name', '')}
               for name, (busy, runs) in top],
+      'note': '' if times else f'no operation of the module {module!r} in {path}',
   }
 
 
@@ -159,7 +165,7 @@ def format_summary(s: dict) -> str:
   steps = f'{s["steps"]} step' + ('s' if s['steps'] != 1 else '')
   lines = [f'profile: {steps} traced, {s["step_ms"]:,.1f} ms each (median), in {s["log_dir"]}']
   if not s['kinds']:
-    return '\n'.join(lines + [f'  no operations of the step found ({s.get("note", "empty trace")})'])
+    return '\n'.join(lines + [f'  no operations of the step found: {s["note"]}'])
   lines.append(f'  busy {s["busy_ms"]:,.1f} ms per step; operations running side by side share '
                'their time')
   products = s['products']

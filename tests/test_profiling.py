@@ -95,4 +95,6 @@ def test_summary_of_a_trace_file_by_kind_and_slowest(tmp_path):
   assert 'onednn_fusion.3' in text and '(mlp/dot_general)' in text and '66.7%' in text
   assert '42.67 MFLOP/s' in text and 'matrix products (XLA dots) 1.5 ms per step (50.0%)' in text
   empty = profiling.summarize(str(tmp_path / 'none'), hlo, steps=2, step_s=0.004)
-  assert 'no operations of the step found' in profiling.format_summary(empty)
+  assert 'no trace-viewer file was written' in profiling.format_summary(empty)
+  other = profiling.summarize(str(tmp_path), hlo.replace('jit_step', 'jit_other'), 2, 0.004)
+  assert "no operation of the module 'jit_other'" in profiling.format_summary(other)
