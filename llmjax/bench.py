@@ -206,6 +206,8 @@ def measure(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int =
             profile_steps: int = 3) -> dict:
   """Every figure of the module docstring for `config`, as a dict; with `profile_dir`, also
   'profile': `StepBench.profile`'s figures for `profile_steps` steps after the timed ones."""
+  if profile_dir:
+    profiling.prepare(profile_dir)
   bench = StepBench(config, batches=batches, devices=devices)
   compile_s = bench.compile()
   bench.time_steps(warmup)

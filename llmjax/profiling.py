@@ -16,8 +16,10 @@ import json
 import math
 import os
 import re
+import tempfile
 
 from llmjax import model_info
+from llmjax.errors import UserError
 
 TOP = 12  # single operations listed, the slowest first
 KINDS = 15  # kinds of operation listed, the busiest first
@@ -77,6 +79,18 @@ def module_name(hlo_text: str) -> str:
   """The name the profiler gives the module's operations (`hlo_module`): the text's HloModule."""
   m = re.match(r'\s*HloModule ([\w.\-]+)', hlo_text)
   return m.group(1) if m else ''
+
+
+def prepare(log_dir: str) -> None:
+  """Creates `log_dir` for a trace, or says in one line why it cannot be written: checked before
+  the steps run, so that a bad path loses no measurement."""
+  try:
+    os.makedirs(log_dir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=log_dir):
+      pass
+  except OSError as e:
+    raise UserError(f'--profile={log_dir}: cannot write a trace there ({e.strerror}): '
+                    f'give a directory this process can create and write') from None
 
 
 def trace_file(log_dir: str) -> str | None:

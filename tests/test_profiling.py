@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 from llmjax import profiling
+from llmjax.errors import UserError
 
 
 def _op(pid, tid, ts, dur, name, module='jit_step'):
@@ -98,3 +99,12 @@ def test_summary_of_a_trace_file_by_kind_and_slowest(tmp_path):
   assert 'no trace-viewer file was written' in profiling.format_summary(empty)
   other = profiling.summarize(str(tmp_path), hlo.replace('jit_step', 'jit_other'), 2, 0.004)
   assert "no operation of the module 'jit_other'" in profiling.format_summary(other)
+
+
+def test_an_unwritable_trace_directory_is_one_line_before_anything_runs(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('')
+  with pytest.raises(UserError, match=r'--profile=.*file/trace: cannot write a trace there .*: give a'):
+    profiling.prepare(str(blocker / 'trace'))
+  profiling.prepare(str(tmp_path / 'new' / 'trace'))
+  assert (tmp_path / 'new' / 'trace').is_dir()
