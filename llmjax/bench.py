@@ -13,7 +13,8 @@ timing is of the step alone. Reported:
   tokens/s       positions computed per second: batch x length (an encoder-decoder: inputs + targets),
                  padding included, as transformers' figures count them;
   FLOP/s, MFU    model FLOPs from the analytical count of `llmjax.model_info.train_flops` (6 per weight
-                 of every multiply, the output head at every position, plus attention) per second, and
+                 of every multiply per token it acts on, the output head at every position, plus
+                 attention) per second, and
                  their fraction of the devices' peak: on CPU the measured rate of a 4096 x 4096 float32
                  matmul (printed beside it), on GPU/TPU the chip's datasheet figure for the compute
                  dtype;

@@ -69,18 +69,21 @@ def train_flops(config: ml_collections.ConfigDict, params, inputs: int, targets:
   MaxText and the PaLM paper count it). `params` may be abstract (ShapeDtypeStructs)."""
   leaves = [(optim.path_str(p), x.size) for p, x in jax.tree_util.tree_leaves_with_path(params)]
 
-  def matmul(prefix=''):
-    return sum(size for p, size in leaves if p.endswith('kernel') and p.startswith(prefix))
+  def matmul(prefix='', within=''):
+    return sum(size for p, size in leaves
+               if p.endswith('kernel') and p.startswith(prefix) and within in p)
 
   m = config.model
   if m.name == 't5':
-    # The encoder's weights act on every input token, the decoder's and the head's on every target
-    # token; attention on its query x key pairs (self, causal self, cross).
+    # The encoder's weights act on every input token, and so do cross-attention's keys and values
+    # (projections of the encoder's output); the rest of the decoder's and the head's act on every
+    # target token; attention on its query x key pairs (self, causal self, cross).
     width = m.num_heads * m.d_kv
     head = m.vocab_size * m.d_model if m.tie_word_embeddings else 0
     decoder_layers = m.num_decoder_layers or m.num_layers
-    return (6 * (matmul('encoder/') * inputs + (matmul('decoder/') + matmul('lm_head') + head)
-                 * targets)
+    memory = matmul('decoder/', '/cross_attention/k/') + matmul('decoder/', '/cross_attention/v/')
+    return (6 * ((matmul('encoder/') + memory) * inputs
+                 + (matmul('decoder/') - memory + matmul('lm_head') + head) * targets)
             + 12 * width * (m.num_layers * inputs ** 2
                             + decoder_layers * (targets ** 2 + targets * inputs)))
   # BERT's masked-LM decoder is always tied to its word embeddings; GPT's when tie_embeddings.

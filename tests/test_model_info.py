@@ -71,7 +71,8 @@ def test_t5_paper_configs_and_encoder_decoder_flops():
   inputs, targets = 32, 8  # T5's lengths for 32 inputs: 34 raw tokens, 8 targets
   attention = 4 * 32 * 32  # q, k, v, out
   encoder, decoder, head = 2 * (attention + 2 * 32 * 64), 2 * (2 * attention + 2 * 32 * 64), 356 * 32
-  example = (6 * (encoder * inputs + (decoder + head) * targets)
+  memory = 2 * 2 * 32 * 32  # cross-attention's k and v act on the encoder's outputs: every input
+  example = (6 * ((encoder + memory) * inputs + (decoder - memory + head) * targets)
              + 12 * 32 * (2 * inputs ** 2 + 2 * (targets ** 2 + targets * inputs)))
   assert info['train_flops_per_token'] == example / (inputs + targets)
 
