@@ -26,17 +26,24 @@ def test_smoothed_cross_entropy_is_optax_against_smoothed_labels():
   np.testing.assert_allclose(nll, plain, rtol=1e-6)
 
 
+@pytest.mark.parametrize('select', [False, True])
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
 @pytest.mark.parametrize('label_smoothing', [0.0, 0.1])
-def test_cross_entropy_gradient_is_autodiffs_of_the_optax_loss(label_smoothing):
+def test_cross_entropy_gradient_is_autodiffs_of_the_optax_loss(label_smoothing, dtype, select,
+                                                              monkeypatch):
   # The gradient is written out (softmax minus target); both outputs carry one, and a zero weight
-  # (a padded position) gives a zero row.
-  logits = jax.random.normal(jax.random.key(0), (3, 5, 11)) * 3
+  # (a padded position) gives a zero row. The label's term goes in by a scatter on a CPU and by a
+  # select on an accelerator; bfloat16 logits get their gradient in bfloat16.
+  assert not losses._label_term_by_select()  # These devices are CPUs.
+  monkeypatch.setattr(losses, '_label_term_by_select', lambda: select)
+  logits = (jax.random.normal(jax.random.key(0), (3, 5, 11)) * 3).astype(dtype)
   labels = jax.random.randint(jax.random.key(1), (3, 5), 0, 11)
   w_objective, w_nll = (jax.random.normal(jax.random.key(k), (3, 5)).at[0, 0].set(0.0)
                         for k in (2, 3))
 
   def reference(z):
     targets = optax.smooth_labels(jax.nn.one_hot(labels, 11), label_smoothing)
+    z = z.astype(jnp.float32)
     return optax.softmax_cross_entropy(z, targets), optax.softmax_cross_entropy_with_integer_labels(
         z, labels)
 
@@ -44,8 +51,12 @@ def test_cross_entropy_gradient_is_autodiffs_of_the_optax_loss(label_smoothing):
     return lambda z: jnp.vdot(f(z)[0], w_objective) + jnp.vdot(f(z)[1], w_nll)
 
   ours = jax.grad(scalar(lambda z: losses.cross_entropy(z, labels, label_smoothing)))(logits)
-  np.testing.assert_allclose(ours, jax.grad(scalar(reference))(logits), atol=1e-5, rtol=0)
-  assert not np.any(ours[0, 0])
+  expected = jax.grad(scalar(reference))(logits)
+  assert ours.dtype == expected.dtype == logits.dtype
+  # Both are rounded once from float32: to within one bfloat16 step (2^-8 relative).
+  atol = 1e-5 if dtype == 'float32' else 2.0 ** -8 * float(jnp.max(jnp.abs(expected)))
+  np.testing.assert_allclose(np.float32(ours), np.float32(expected), atol=atol, rtol=0)
+  assert not np.any(np.float32(ours[0, 0]))
 
 
 def test_correct_predictions_are_the_argmax_ones():
