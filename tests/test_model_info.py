@@ -75,6 +75,8 @@ def test_t5_paper_configs_and_encoder_decoder_flops():
   example = (6 * ((encoder + memory) * inputs + (decoder - memory + head) * targets)
              + 12 * 32 * (2 * inputs ** 2 + 2 * (targets ** 2 + targets * inputs)))
   assert info['train_flops_per_token'] == example / (inputs + targets)
+  config.model.scan_layers = True  # The blocks' params stacked under {encoder, decoder}/layers.
+  assert model_info.describe(config)['train_flops_per_token'] == example / (inputs + targets)
 
 
 def test_bert_base_pretraining_config_is_hf_bert_for_masked_lm():
