@@ -362,6 +362,22 @@ def test_activations_by_name():
   assert np.abs(layers.gelu_new(x) - layers.gelu(x)).max() > 1e-5  # the two GELUs differ
 
 
+@pytest.mark.parametrize('dtype,atol', [('float32', 5e-6), ('bfloat16', 1.5e-2)])
+def test_tanh_gelu_gradient_is_the_exact_one(dtype, atol):
+  # gelu_new's written-out gradient (the tanh recomputed in float32) against autodiff's of
+  # jax.nn.gelu in float64, at the same (rounded) inputs; autodiff's own in `dtype` is no closer.
+  x = (np.linspace(-8, 8, 4001) + 0.1234).astype(dtype)
+  ours = jax.vmap(jax.grad(layers.gelu_new))(jnp.asarray(x))
+  assert ours.dtype == x.dtype
+  with jax.enable_x64():
+    exact = np.asarray(jax.vmap(jax.grad(lambda z: jax.nn.gelu(z, approximate=True)))(
+        jnp.asarray(x.astype(np.float64))))
+  np.testing.assert_allclose(np.float64(ours), exact, rtol=0, atol=atol)
+  assert np.abs(np.float64(ours) - exact).max() <= np.abs(
+      np.float64(jax.vmap(jax.grad(lambda z: jax.nn.gelu(z, approximate=True)))(jnp.asarray(x)))
+      - exact).max()
+
+
 def test_rms_norm():
   x = jax.random.normal(jax.random.key(0), (2, 3, 8)) + 1.0
   norm = layers.norm('rmsnorm', epsilon=1e-6)
