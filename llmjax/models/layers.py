@@ -103,13 +103,14 @@ def _gelu_new_fwd(x):
 
 
 def _gelu_new_bwd(x, dy):
-  # gelu(x) = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3). In float32: for bfloat16 x that is
-  # also what keeps XLA from merging this tanh with the forward pass's and saving it after all.
+  # gelu(x) = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3). In float32: for bfloat16 x
+  # that is also what keeps XLA from merging this tanh with the forward pass's and saving it.
   x32 = x.astype(jnp.float32)
   c = np.sqrt(2 / np.pi)
   t = jnp.tanh(c * (x32 + 0.044715 * x32 ** 3))
   du = c * (1 + 3 * 0.044715 * x32 ** 2)
-  return ((dy.astype(jnp.float32) * (0.5 * (1 + t) + 0.5 * x32 * (1 - t * t) * du)).astype(x.dtype),)
+  dx = dy.astype(jnp.float32) * (0.5 * (1 + t) + 0.5 * x32 * (1 - t * t) * du)
+  return (dx.astype(x.dtype),)
 
 
 gelu_new.defvjp(_gelu_new_fwd, _gelu_new_bwd)
