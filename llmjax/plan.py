@@ -35,7 +35,8 @@ chip). v4 and v5p chips are one JAX device each (megacore), as on a real slice. 
 libtpu, an optional extra (`pip install -e '.[tpu]'`), but no TPU; libtpu takes a lock file, so
 one planning process at a time per machine. `8xH100` (up to 8, or hosts of 8) compiles with XLA's
 GPU compiler from JAX's CUDA plugin (`pip install -e '.[plan-cuda]'`; no CUDA libraries or GPU
-needed); that compiler does not fail a program too large, so its verdict is the step's buffers
+needed, but for cuDNN's with `model.attention_kernel=cudnn_flash`: JAX reads its version while
+tracing); that compiler does not fail a program too large, so its verdict is the step's buffers
 against the memory of an H100.
 
 No data is read: the batch is `config.batch_size` empty rows of the task's packed-text format
@@ -313,7 +314,14 @@ def plan(config: ml_collections.ConfigDict, target: Target, devices=None) -> dic
   task = tasks.task_for(config)
   steps = max(config.num_train_steps, 1)  # The schedule's length does not change the memory.
   tx = optim.make(config.optim, steps, lora.trainable(config))
-  state = train.abstract_train_state(task, tx, mesh, config, jax.random.key(config.seed))
+  try:
+    state = train.abstract_train_state(task, tx, mesh, config, jax.random.key(config.seed))
+  except RuntimeError as e:
+    if 'cuDNN not found' not in str(e):
+      raise
+    raise UserError("model.attention_kernel='cudnn_flash' is traced with cuDNN's library, which "
+                    "this environment lacks: pip install nvidia-cudnn-cu13 beside the plan-cuda "
+                    "extra, or plan with model.attention_kernel='dot_product'") from None
   state_shardings = jax.tree.map(lambda x: x.sharding, state)
   batch = abstract_batch(config, mesh)
   rows, inputs, targets = model_info.batch_shape(batch)

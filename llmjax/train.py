@@ -63,10 +63,13 @@ def _state_fns(task, tx, config):
 def abstract_train_state(task, tx, mesh, config, rng):
   """The train state as ShapeDtypeStructs whose shardings follow the parameters' logical axes."""
   init_params, init_state = _state_fns(task, tx, config)
-  boxed = jax.eval_shape(init_params, rng)
+  # Traced for the mesh's devices, which `llmjax.plan`'s are and JAX's default ones are not: the
+  # model's init runs its attention, whose kernel is checked against them (`layers.traced_platform`).
+  with jax.set_mesh(mesh):
+    boxed = jax.eval_shape(init_params, rng)
+    abstract = jax.eval_shape(init_state, rng)
   param_specs = nn.get_partition_spec(boxed)
   sharding.check_divisible(nn.unbox(boxed), param_specs, mesh, config)
-  abstract = jax.eval_shape(init_state, rng)
   def state_spec(x, spec, param):
     # Frozen parameters are MaskedNodes (no state) in the trainable part of the optimizer's state.
     # State shaped otherwise than its parameter (Adafactor's factored row and column moments, and

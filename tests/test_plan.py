@@ -166,6 +166,14 @@ def test_a_gpu_step_that_exceeds_the_memory_does_not_fit(cpu_plan, monkeypatch):
   assert plan.gpu_verdict(r['total_bytes'], 2 * r['total_bytes']) == (True, 'FITS')
 
 
+def test_a_flash_attention_plan_without_cudnn_says_how_to_install_it(cpu_plan, monkeypatch):
+  def no_cudnn(*args):
+    raise RuntimeError('cuDNN not found.')  # What JAX raises while tracing cuDNN's attention.
+  monkeypatch.setattr(train, 'abstract_train_state', no_cudnn)
+  with pytest.raises(UserError, match='pip install nvidia-cudnn-cu13 .*attention_kernel=.dot_product'):
+    plan.plan(cpu_plan[0], plan.parse_target('8xH100'), devices=jax.devices())
+
+
 def _plan_command(tmp_path, *args):
   out = tmp_path / 'plan.json'
   run = subprocess.run([sys.executable, '-m', 'llmjax.plan', *args, f'--out={out}'],
@@ -196,6 +204,19 @@ def test_bert_base_on_a_v5e_slice(tmp_path):
   assert r['flops_per_step'] == pytest.approx(256 * 128 * info['train_flops_per_token'])
   for text in ('v5e:4x4', plan._gib(r['param_bytes']), plan._gib(r['total_bytes']), 'FITS'):
     assert text in stdout
+
+
+@pytest.mark.slow
+def test_cudnn_flash_attention_on_h100s(tmp_path):
+  """The tiny GPT with cuDNN's flash attention, compiled by XLA's GPU compiler for 8 H100s: its
+  init and step are traced for the target's GPUs, not for this machine's CPU."""
+  pytest.importorskip('jax_plugins.xla_cuda13')
+  pytest.importorskip('nvidia.cudnn')
+  stdout, r = _plan_command(tmp_path, f'--config={REPO}/configs/gpt_lm.py:tiny', '--target=8xH100',
+                            '--config.model.dtype=bfloat16', '--config.model.attn_dropout=0',
+                            '--config.model.attention_kernel=cudnn_flash')
+  assert r['compiled'] and r['fits'] and r['devices'] == '8 x NVIDIA H100 80GB HBM3'
+  assert r['temp_bytes'] > 0 and 'FITS' in stdout
 
 
 @pytest.mark.slow

@@ -122,6 +122,15 @@ ACTIVATIONS = {'relu': jax.nn.relu, 'gelu': gelu, 'gelu_new': gelu_new, 'silu': 
 GATED_ACTIVATIONS = {'geglu': gelu, 'geglu_tanh': gelu_new, 'swiglu': jax.nn.silu}
 
 
+def traced_platform() -> str:
+  """The platform ('cpu', 'gpu', 'tpu') of the mesh being traced for (`jax.set_mesh`), or of JAX's
+  default devices where none is set: a step compiled ahead of time for devices this machine lacks
+  (`llmjax.plan`) is traced for theirs."""
+  mesh = jax.sharding.get_abstract_mesh()
+  device = None if mesh.empty else mesh.abstract_device
+  return device.platform if device is not None else jax.default_backend()
+
+
 def make_attention_mask(query_mask: jax.Array | None = None, key_mask: jax.Array | None = None, *,
                         causal: bool = False,
                         query_segment_ids: jax.Array | None = None,
@@ -428,9 +437,9 @@ def cudnn_flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
   it with `dot_product_attention`)."""
   if implementation == 'cudnn':
     fix = "set model.attention_kernel='dot_product'"
-    if jax.default_backend() != 'gpu':
+    if (platform := traced_platform()) != 'gpu':
       raise UserError(f"model.attention_kernel='cudnn_flash' needs an NVIDIA GPU, and this run's "
-                      f"devices are {jax.default_backend()}: {fix}")
+                      f"devices are {platform}: {fix}")
     if dropout is not None:
       raise UserError(f"model.attention_kernel='cudnn_flash' takes no dropout on the attention "
                       f"probabilities: set the model's attention dropout to 0, or {fix}")

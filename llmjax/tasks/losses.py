@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from llmjax.models import layers
+
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
                   label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array]:
@@ -27,10 +29,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
 
 def _label_term_by_select() -> bool:
   """Whether the gradient takes the label's term by a select (GPU, TPU) or a scatter (XLA:CPU), by
-  the platform of the mesh being traced for (of JAX's default devices where none is set)."""
-  mesh = jax.sharding.get_abstract_mesh()
-  device = None if mesh.empty else mesh.abstract_device
-  return (device.platform if device is not None else jax.default_backend()) != 'cpu'
+  the platform of the mesh being traced for (`layers.traced_platform`)."""
+  return layers.traced_platform() != 'cpu'
 
 
 # The gradient is written out, softmax minus the target, and the target's term added in place at the

@@ -148,6 +148,18 @@ def test_cudnn_flash_refuses_what_cudnn_cannot_run(monkeypatch):
     layers.cudnn_flash_attention(odd, odd, odd, jnp.ones((1, 1, 5, 5), bool))
 
 
+def test_the_platform_is_the_traced_meshs(monkeypatch):
+  # A step compiled ahead of time for GPUs (`llmjax.plan`) is traced for them on a CPU: the mesh set
+  # for tracing decides, JAX's default backend only where none is set.
+  monkeypatch.setattr(layers.jax, 'default_backend', lambda: 'gpu')
+  assert layers.traced_platform() == 'gpu'
+  with jax.set_mesh(jax.sharding.Mesh(jax.devices()[:1], ('data',))):
+    assert layers.traced_platform() == 'cpu'
+    q = jnp.zeros((1, 4, 2, 8), jnp.bfloat16)
+    with pytest.raises(UserError, match="needs an NVIDIA GPU, and this run's devices are cpu"):
+      layers.cudnn_flash_attention(q, q, q)
+
+
 def test_mask_folded_into_bias_attends_the_same():
   # A padded query (row 0's first) sees no key of its segment: uniform weights either way, no NaN.
   kq, kk, kv, kb = jax.random.split(jax.random.key(1), 4)
