@@ -10,6 +10,7 @@ heavy starts.
 import difflib
 import json
 import math
+import os
 import re
 import types
 
@@ -54,8 +55,10 @@ def base_config() -> ml_collections.ConfigDict:
   # product as one oneDNN call (XLA's library rewriter, one product per call, nothing fused into it),
   # 'xla' leaves them to XLA:CPU (YNNPACK and Eigen). oneDNN parallelises attention's batched
   # products over all cores, which YNNPACK does not (llmjax/train.py, `compiler_options`).
-  # Other platforms ignore it.
-  c.cpu_dot_library = 'onednn'
+  # Other platforms ignore it. LLMJAX_CPU_DOT_LIBRARY in the environment changes the default: the
+  # tests set 'xla', since JAX's persistent compilation cache cannot store a program that calls
+  # oneDNN, and their tiny steps cost mostly their compile.
+  c.cpu_dot_library = os.environ.get('LLMJAX_CPU_DOT_LIBRARY') or 'onednn'
   c.num_epochs = 3
   c.num_train_steps = -1          # > 0 stops after this many steps (overrides num_epochs).
   c.batch_size = 32               # Global batch, split over the data-parallel devices.

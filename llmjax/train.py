@@ -22,6 +22,7 @@ import platform
 import signal
 import threading
 import time
+import warnings
 from typing import Any
 
 import flax
@@ -215,6 +216,12 @@ def jit_step(step, config, mesh, **jit_kwargs):
   is traced within `layers.pad_products`, which pads the products oneDNN runs slowly."""
   options = compiler_options(config, mesh.devices.flat)
   onednn = bool(options and options.get('xla_cpu_use_onednn'))
+  if onednn:
+    # JAX's persistent compilation cache cannot store a program that calls oneDNN ("ToProto is not
+    # implemented for thunk kind: onednn-fusion"), so the step compiles on every run; the warning
+    # JAX gives for each such step would only repeat that.
+    warnings.filterwarnings(
+        'ignore', message=r'Error writing persistent compilation cache entry .*onednn-fusion')
 
   @functools.wraps(step)
   def traced(*args):

@@ -16,8 +16,12 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 #   (tests/test_threefry.py) but doubles the compile time of a tiny model's train step, where
 #   dropout's 20 rounds per mask are most of the program. Tests of that lowering use the
 #   `llmjax_threefry` fixture.
+# - the steps' products are XLA's own (config.cpu_dot_library='xla' by default): JAX's persistent
+#   cache cannot store a step that calls oneDNN, so every test compiled its steps anew. The tests
+#   of oneDNN's products set the library themselves.
 os.environ['XLA_FLAGS'] = '--xla_backend_optimization_level=0'
 os.environ['LLMJAX_UNROLLED_THREEFRY'] = '0'
+os.environ['LLMJAX_CPU_DOT_LIBRARY'] = 'xla'
 
 import jax  # noqa: E402
 

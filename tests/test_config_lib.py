@@ -76,3 +76,10 @@ def test_mesh_shape_fills_minus_one():
   config = load_config('bert_classify')
   config.mesh.update(data=-1, fsdp=2, tensor=2)
   assert config_lib.mesh_shape(config.mesh, 8) == {'data': 2, 'fsdp': 2, 'tensor': 2}
+
+
+def test_the_cpu_dot_library_defaults_to_onednn_or_the_environments(monkeypatch):
+  monkeypatch.delenv('LLMJAX_CPU_DOT_LIBRARY')  # conftest.py sets 'xla' for the tests.
+  assert config_lib.base_config().cpu_dot_library == 'onednn'
+  monkeypatch.setenv('LLMJAX_CPU_DOT_LIBRARY', 'xla')
+  assert config_lib.base_config().cpu_dot_library == 'xla'
