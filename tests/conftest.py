@@ -11,7 +11,10 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # so the `python -m llmjax...` subprocesses of the tests compile the same way:
 # - a quarter of a compile is LLVM optimising the kernels, which no test needs (tests compare
 #   within tolerances, or against programs compiled the same way; XLA's own HLO passes still run).
-#   XLA reads the flag when the backend starts, just below; launch/local.py passes it on too.
+#   XLA reads the flags when the backend starts, just below; launch/local.py passes them on too.
+# - XLA:CPU's newer kernel emitters and its XNNPACK fusions compile slower than the older emitters:
+#   without them a tiny train step compiled in half the time and each of the thousands of
+#   one-operation programs that eager model code compiles in 40% less (2026-12-06, 2 cores).
 # - llmjax's unrolled Threefry (llmjax/threefry.py) gives the same bits as JAX's rolled loop
 #   (tests/test_threefry.py) but doubles the compile time of a tiny model's train step, where
 #   dropout's 20 rounds per mask are most of the program. Tests of that lowering use the
@@ -19,7 +22,8 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # - the steps' products are XLA's own (config.cpu_dot_library='xla' by default): JAX's persistent
 #   cache cannot store a step that calls oneDNN, so every test compiled its steps anew. The tests
 #   of oneDNN's products set the library themselves.
-os.environ['XLA_FLAGS'] = '--xla_backend_optimization_level=0'
+os.environ['XLA_FLAGS'] = ('--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false '
+                           '--xla_cpu_use_xnnpack=false')
 os.environ['LLMJAX_UNROLLED_THREEFRY'] = '0'
 os.environ['LLMJAX_CPU_DOT_LIBRARY'] = 'xla'
 

@@ -1,5 +1,10 @@
 """Shared layers: the mask builder, attention (fused vs explicit, GQA, rotary, KV cache), Mlp, norms."""
 
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -374,20 +379,36 @@ def test_activations_by_name():
   assert np.abs(layers.gelu_new(x) - layers.gelu(x)).max() > 1e-5  # the two GELUs differ
 
 
+# Run in a process with XLA's default flags: the compile-speed flags of the tests (conftest.py)
+# select XLA:CPU's older kernel emitters, whose float32 tanh is less accurate near -1 and +1, and
+# the accuracy checked here is the one of the programs a user runs.
+_TANH_GELU_ERRORS = """
+import json, os, sys
+import jax, jax.numpy as jnp, numpy as np
+from llmjax.models import layers
+x = (np.linspace(-8, 8, 4001) + 0.1234).astype(sys.argv[1])
+ours = jax.vmap(jax.grad(layers.gelu_new))(jnp.asarray(x))
+autodiff = jax.vmap(jax.grad(lambda z: jax.nn.gelu(z, approximate=True)))(jnp.asarray(x))
+with jax.enable_x64():
+  exact = np.asarray(jax.vmap(jax.grad(lambda z: jax.nn.gelu(z, approximate=True)))(
+      jnp.asarray(x.astype(np.float64))))
+print(json.dumps({'dtype': str(ours.dtype), 'ours': float(np.abs(np.float64(ours) - exact).max()),
+                  'autodiff': float(np.abs(np.float64(autodiff) - exact).max())}))
+"""
+
+
 @pytest.mark.parametrize('dtype,atol', [('float32', 5e-6), ('bfloat16', 1.5e-2)])
 def test_tanh_gelu_gradient_is_the_exact_one(dtype, atol):
   # gelu_new's written-out gradient (the tanh recomputed in float32) against autodiff's of
   # jax.nn.gelu in float64, at the same (rounded) inputs; autodiff's own in `dtype` is no closer.
-  x = (np.linspace(-8, 8, 4001) + 0.1234).astype(dtype)
-  ours = jax.vmap(jax.grad(layers.gelu_new))(jnp.asarray(x))
-  assert ours.dtype == x.dtype
-  with jax.enable_x64():
-    exact = np.asarray(jax.vmap(jax.grad(lambda z: jax.nn.gelu(z, approximate=True)))(
-        jnp.asarray(x.astype(np.float64))))
-  np.testing.assert_allclose(np.float64(ours), exact, rtol=0, atol=atol)
-  assert np.abs(np.float64(ours) - exact).max() <= np.abs(
-      np.float64(jax.vmap(jax.grad(lambda z: jax.nn.gelu(z, approximate=True)))(jnp.asarray(x)))
-      - exact).max()
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  run = subprocess.run([sys.executable, '-c', _TANH_GELU_ERRORS, dtype], env=env,
+                       capture_output=True, text=True, timeout=120)
+  assert run.returncode == 0, run.stderr[-3000:]
+  errors = json.loads(run.stdout.splitlines()[-1])
+  assert errors['dtype'] == dtype
+  assert errors['ours'] <= atol
+  assert errors['ours'] <= errors['autodiff']
 
 
 def test_rms_norm():
