@@ -18,10 +18,10 @@ llmjax side: the real training path, `llmjax.train.train_and_evaluate(config, wo
 
 transformers side: `BertForSequenceClassification.from_pretrained` on the directory the config's
 `model.init_from` names (a fresh classifier head; `problem_type='regression'` with one output for the
-regression task), the config's dropout; torch AdamW with the config's lr, betas, eps and weight decay
-(none on biases and LayerNorm, as llmjax's `optim.no_decay`), the same warmup + decay schedule
-(LambdaLR over `llmjax.optim.learning_rate`; torch's fused AdamW kernel), `clip_grad_norm_` at the
-same norm; the loss is mean
+regression task), the config's dropout; torch's fused AdamW with the config's lr, betas, eps and
+weight decay (none on biases and LayerNorm, as llmjax's `optim.no_decay`), the same warmup + decay
+schedule (LambdaLR over `llmjax.optim.learning_rate`; `side_by_side.torch_adamw`), `clip_grad_norm_`
+at the same norm; the loss is mean
 cross-entropy (classification, with the config's label smoothing) or mean squared error
 (regression) over the real rows of a batch.
 
@@ -34,10 +34,8 @@ Prints both runs' test metrics, their difference and wall times; `--out` writes 
 
 import argparse
 import copy
-import importlib.util
 import json
 import pathlib
-import re
 import sys
 import tempfile
 import time
@@ -45,10 +43,12 @@ import time
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # Run as a script from anywhere, without installing llmjax.
-  sys.path.insert(0, str(REPO))
+for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, without installing.
+  if str(path) not in sys.path:
+    sys.path.insert(0, str(path))
 
-from llmjax import assets, host, models, optim, tasks, train  # noqa: E402
+import side_by_side  # noqa: E402
+from llmjax import assets, host, models, tasks, train  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -68,16 +68,6 @@ def parse_args(argv=None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
-def load_config(spec: str):
-  path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('config', REPO / path
-                                                       if not pathlib.Path(path).is_absolute()
-                                                       else path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
 def eval_steps(config, steps_per_epoch: int, total: int) -> list[int]:
   """The steps after which llmjax's loop evaluates (see llmjax.train)."""
   every = config.eval.every_steps
@@ -95,7 +85,6 @@ def run_transformers(config, data, task, threads: int, pad_to: int = 0) -> dict:
   import transformers
 
   torch.manual_seed(config.seed)
-  torch.set_num_threads(threads)
   regression = config.task.name == 'regression'
   hf_dir = assets.resolve(config.model.init_from)
   model = transformers.BertForSequenceClassification.from_pretrained(
@@ -103,20 +92,8 @@ def run_transformers(config, data, task, threads: int, pad_to: int = 0) -> dict:
       problem_type='regression' if regression else 'single_label_classification',
       hidden_dropout_prob=config.model.hidden_dropout,
       attention_probs_dropout_prob=config.model.attention_dropout)
-  no_decay = re.compile(config.optim.no_decay)
-  named = list(model.named_parameters())
-  # HF names end in .bias / LayerNorm.weight; llmjax's no_decay regex reads 'bias' and 'scale'.
-  decay = [p for n, p in named if not (n.endswith('bias') or 'LayerNorm' in n)]
-  rest = [p for n, p in named if n.endswith('bias') or 'LayerNorm' in n]
-  assert no_decay.search('x/bias') and no_decay.search('x/scale'), 'unexpected optim.no_decay'
-  opt = torch.optim.AdamW([{'params': decay, 'weight_decay': config.optim.weight_decay},
-                           {'params': rest, 'weight_decay': 0.0}],
-                          lr=config.optim.lr, betas=(config.optim.b1, config.optim.b2),
-                          eps=config.optim.eps, fused=True)
   total = train.total_steps(config, data)
-  schedule = optim.learning_rate(config.optim, total)
-  lr_lambda = lambda step: float(schedule(step)) / config.optim.lr  # noqa: E731
-  scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+  opt, scheduler = side_by_side.torch_adamw(model, config, total)
 
   def forward(batch):
     inputs = {k: torch.as_tensor(batch[k], dtype=torch.long)
@@ -157,7 +134,8 @@ def run_transformers(config, data, task, threads: int, pad_to: int = 0) -> dict:
           label_smoothing=config.task.label_smoothing)
     return (per_row * weight).sum() / weight.sum().clamp(min=1)
 
-  return train_torch(model, opt, scheduler, config, data, total, step_loss, evaluate)
+  with side_by_side.torch_threads(threads):
+    return train_torch(model, opt, scheduler, config, data, total, step_loss, evaluate)
 
 
 def train_torch(model, opt, scheduler, config, data, total: int, step_loss, evaluate) -> dict:
@@ -221,7 +199,7 @@ def report(spec: str, config, ours: dict, theirs: dict, out: str) -> dict:
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
-  config = load_config(args.config)
+  config = side_by_side.load_config(args.config)
   if args.seed is not None:
     config.seed = args.seed
   if config.task.name not in ('classification', 'regression'):

@@ -16,9 +16,10 @@ final "test" evaluation that `train_and_evaluate` always runs replays the valida
 figure is not used.)
 
 transformers side: `GPT2LMHeadModel` of the same size with its own initialisation (a different random
-init from llmjax's: the criterion is the loss after training, not identical weights); torch AdamW with
-llmjax's lr, betas, eps and weight decay on the same parameters (none on biases and LayerNorm), the
-same warmup + decay schedule (LambdaLR over `llmjax.optim.learning_rate`), `clip_grad_norm_` at the
+init from llmjax's: the criterion is the loss after training, not identical weights); torch's fused
+AdamW with llmjax's lr, betas, eps and weight decay on the same parameters (none on biases and
+LayerNorm), the same warmup + decay schedule (LambdaLR over `llmjax.optim.learning_rate`;
+`side_by_side.torch_adamw`), `clip_grad_norm_` at the
 same norm, and the loss llmjax uses: summed token cross-entropy over the weighted targets divided by
 their count. Packed rows get `position_ids` = our positions and a 4D additive mask that lets a token
 attend only to earlier-or-same tokens of its own segment; a self-check before training asserts that a
@@ -30,22 +31,21 @@ final checkpoint and the Hugging Face export that `train_and_evaluate` always wr
 """
 
 import argparse
-import importlib.util
 import itertools
 import json
 import pathlib
 import sys
-import tempfile
 import time
-from unittest import mock
 
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # Run as a script from anywhere, without installing llmjax.
-  sys.path.insert(0, str(REPO))
+for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, without installing.
+  if str(path) not in sys.path:
+    sys.path.insert(0, str(path))
 
-from llmjax import host, optim, tasks, train  # noqa: E402
+import side_by_side  # noqa: E402
+from llmjax import host  # noqa: E402
 from llmjax.data import lm  # noqa: E402
 
 
@@ -70,12 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_config(args: argparse.Namespace):
   """configs/gpt_lm.py's config for these sizes, without dropout (both runs are deterministic)."""
-  spec = importlib.util.spec_from_file_location('configs.gpt_lm', REPO / 'configs' / 'gpt_lm.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(
-      f'steps={args.steps},layers={args.layers},width={args.width},max_len={args.max_len},'
-      f'batch={args.batch},vocab={args.vocab},lr={args.lr}')
+  config = side_by_side.load_config(
+      f'configs/gpt_lm.py:steps={args.steps},layers={args.layers},width={args.width},'
+      f'max_len={args.max_len},batch={args.batch},vocab={args.vocab},lr={args.lr}')
   config.seed = args.seed
   if args.heads:
     config.model.num_heads = args.heads
@@ -122,16 +119,8 @@ class ReplayData:
 
 def run_llmjax(config, train_batches, eval_batches, vocab_size) -> dict:
   """Validation loss and wall time of `train.train_and_evaluate` on the saved batches."""
-  import jax
-
-  replay = ReplayData(train_batches, eval_batches, vocab_size)
-  start = time.time()
-  with tempfile.TemporaryDirectory() as workdir, \
-      mock.patch.object(tasks, 'build_data', lambda config, **_: replay):
-    # One device: the comparison is of the computation, not of the parallelism.
-    train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
-    results = json.loads((pathlib.Path(workdir) / 'results.json').read_text())
-  wall = time.time() - start
+  results, wall = side_by_side.train_llmjax(
+      config, ReplayData(train_batches, eval_batches, vocab_size))
   final = results['validation'][-1]
   assert final['step'] == config.num_train_steps, final
   return {'val_loss': final['loss'], 'wall_s': wall, 'train_loss': results['epoch_loss']['0']}
@@ -218,35 +207,10 @@ def build_hf_model(config, seed: int):
   return transformers.GPT2LMHeadModel(hf_config)
 
 
-def hf_optimizer(model, config):
-  """torch AdamW + LambdaLR mirroring `llmjax.optim.make`: decay on everything but biases and
-  LayerNorm parameters (llmjax's `(bias|scale)$`), the same schedule, betas, eps and clip norm."""
-  import torch
-  o = config.optim
-  decay, no_decay = [], []
-  # named_parameters() lists the tied wte/lm_head weight once, as llmjax has one embedding table.
-  for name, p in model.named_parameters():
-    is_norm = '.ln_' in name or name.startswith('transformer.ln_f')
-    (no_decay if name.endswith('.bias') or is_norm else decay).append(p)
-  opt = torch.optim.AdamW([{'params': decay, 'weight_decay': o.weight_decay},
-                           {'params': no_decay, 'weight_decay': 0.0}],
-                          lr=o.lr, betas=(o.b1, o.b2), eps=o.eps)
-  # optax applies schedule(t) at update t (0-based); LambdaLR gives factor(t) after t scheduler steps.
-  schedule = optim.learning_rate(o, config.num_train_steps)
-  factors = np.asarray(schedule(np.arange(config.num_train_steps + 1)), np.float64) / o.lr
-  sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: float(factors[min(t, len(factors) - 1)]))
-  return opt, sched
-
-
 def run_transformers(config, train_batches, eval_batches, threads: int) -> dict:
   """Validation loss and wall time of GPT2LMHeadModel trained on the saved batches."""
-  import torch
-  previous = torch.get_num_threads()
-  torch.set_num_threads(threads)
-  try:
+  with side_by_side.torch_threads(threads):
     return _train_transformers(config, train_batches, eval_batches)
-  finally:
-    torch.set_num_threads(previous)  # A caller (e.g. a test session) keeps its own setting.
 
 
 def _train_transformers(config, train_batches, eval_batches) -> dict:
@@ -254,7 +218,7 @@ def _train_transformers(config, train_batches, eval_batches) -> dict:
   start = time.time()
   model = build_hf_model(config, config.seed)
   packing_error = check_packing(model, config.data.max_len)
-  opt, sched = hf_optimizer(model, config)
+  opt, sched = side_by_side.torch_adamw(model, config, config.num_train_steps)
   model.train()
   window, run_loss, run_weight = [], 0.0, 0.0
   every = config.log_every_steps

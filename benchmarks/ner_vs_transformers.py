@@ -16,9 +16,9 @@ batches of `train_iter()` for the config's number of steps, are evaluated on
 transformers side: `BertForTokenClassification.from_pretrained` on the directory the config's
 `model.init_from` names (the encoder without its pooler, a fresh classifier of HF's initialisation),
 the config's dropout, in training mode; its own loss (mean cross-entropy over the tagged first
-pieces; the other positions get label -100); torch AdamW with the config's lr, betas, eps and weight
-decay (none on biases and LayerNorm), the same warmup + decay (LambdaLR over
-`llmjax.optim.learning_rate`) and `clip_grad_norm_` at the same norm.
+pieces; the other positions get label -100); torch's fused AdamW with the config's lr, betas, eps
+and weight decay (none on biases and LayerNorm), the same warmup + decay (LambdaLR over
+`llmjax.optim.learning_rate`; `side_by_side.torch_adamw`) and `clip_grad_norm_` at the same norm.
 
 Prints both runs' test metrics, their difference and wall times; `--out` writes them as JSON.
 """
@@ -34,7 +34,8 @@ for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, witho
     sys.path.insert(0, str(path))
 
 import finetune_vs_transformers as finetune  # noqa: E402
-from llmjax import assets, host, models, optim, tasks, train  # noqa: E402
+import side_by_side  # noqa: E402
+from llmjax import assets, host, models, tasks, train  # noqa: E402
 
 
 def run_transformers(config, data, task, threads: int) -> dict:
@@ -43,23 +44,14 @@ def run_transformers(config, data, task, threads: int) -> dict:
   import transformers  # pylint: disable=g-import-not-at-top
 
   torch.manual_seed(config.seed)
-  torch.set_num_threads(threads)
   names = data.label_names
   model = transformers.BertForTokenClassification.from_pretrained(
       assets.resolve(config.model.init_from), num_labels=len(names),
       id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
       hidden_dropout_prob=config.model.hidden_dropout,
       attention_probs_dropout_prob=config.model.attention_dropout)
-  named = list(model.named_parameters())
-  no_decay = [p for n, p in named if n.endswith('bias') or 'LayerNorm' in n]
-  decay = [p for n, p in named if not (n.endswith('bias') or 'LayerNorm' in n)]
-  o = config.optim
-  opt = torch.optim.AdamW([{'params': decay, 'weight_decay': o.weight_decay},
-                           {'params': no_decay, 'weight_decay': 0.0}],
-                          lr=o.lr, betas=(o.b1, o.b2), eps=o.eps)
   total = train.total_steps(config, data)
-  schedule = optim.learning_rate(o, total)
-  scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: float(schedule(s)) / o.lr)
+  opt, scheduler = side_by_side.torch_adamw(model, config, total)
 
   def inputs(batch):
     return {k: torch.as_tensor(batch[k], dtype=torch.long)
@@ -85,12 +77,13 @@ def run_transformers(config, data, task, threads: int) -> dict:
     labels = np.where(batch['weights'] > 0, batch['labels'], -100)
     return model(**inputs(batch), labels=torch.as_tensor(labels, dtype=torch.long)).loss
 
-  return finetune.train_torch(model, opt, scheduler, config, data, total, step_loss, evaluate)
+  with side_by_side.torch_threads(threads):
+    return finetune.train_torch(model, opt, scheduler, config, data, total, step_loss, evaluate)
 
 
 def main(argv=None) -> dict:
   args = finetune.parse_args(argv)
-  config = finetune.load_config(args.config)
+  config = side_by_side.load_config(args.config)
   if config.task.name != 'token_classification':
     raise SystemExit(f'{args.config} is a {config.task.name} config: this script compares token '
                      'classification (finetune_vs_transformers.py the sequence tasks)')

@@ -29,9 +29,10 @@ start gives (1,500 steps: 4.46 and 6.15 at test losses 4.415 and 4.399), which s
 either framework.
 
 transformers side: `T5ForConditionalGeneration` of the same architecture (T5 v1.0: relative
-position buckets, ReLU, tied and rescaled head); torch AdamW with
-llmjax's lr, betas, eps and weight decay (none on the RMSNorm scales, llmjax's `(bias|scale)$`), the
-same warmup + cosine schedule (LambdaLR over `llmjax.optim.learning_rate`), `clip_grad_norm_` at the
+position buckets, ReLU, tied and rescaled head); torch's fused AdamW with llmjax's lr, betas, eps
+and weight decay (none on the RMSNorm scales, llmjax's `(bias|scale)$`), the same warmup + cosine
+schedule (LambdaLR over `llmjax.optim.learning_rate`; `side_by_side.torch_adamw`),
+`clip_grad_norm_` at the
 same norm, and llmjax's loss: label-smoothed cross-entropy summed over the real target tokens and
 divided by their count. HF's T5 has no packed-segment masks, so each step's packed rows are
 unpacked into their pairs (the same pairs, the same decoder inputs), run in chunks of similar length
@@ -45,22 +46,22 @@ the wall time of each side) and writes the figures as JSON with `--out`.
 """
 
 import argparse
-import importlib.util
 import itertools
 import json
 import pathlib
 import sys
 import tempfile
 import time
-from unittest import mock
 
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # Run as a script from anywhere, without installing llmjax.
-  sys.path.insert(0, str(REPO))
+for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, without installing.
+  if str(path) not in sys.path:
+    sys.path.insert(0, str(path))
 
-from llmjax import host, optim, tasks, train  # noqa: E402
+import side_by_side  # noqa: E402
+from llmjax import host  # noqa: E402
 from llmjax.data import translation  # noqa: E402
 from llmjax.tasks import seq2seq  # noqa: E402
 
@@ -88,13 +89,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_config(args: argparse.Namespace):
   """configs/translate_bible.py's config for these sizes, without dropout."""
-  spec = importlib.util.spec_from_file_location('configs.translate_bible',
-                                                REPO / 'configs' / 'translate_bible.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(
-      f'steps={args.steps},layers={args.layers},width={args.width},vocab={args.vocab},'
-      f'max_len={args.max_len},batch={args.batch},lr={args.lr},beams={args.beams}')
+  config = side_by_side.load_config(
+      f'configs/translate_bible.py:steps={args.steps},layers={args.layers},width={args.width},'
+      f'vocab={args.vocab},max_len={args.max_len},batch={args.batch},lr={args.lr},'
+      f'beams={args.beams}')
   config.seed = args.seed
   config.model.dropout_rate = 0.0
   # One evaluation, after the last step, by loss (the validation replay decodes nothing).
@@ -139,16 +137,10 @@ class ReplayData:
 def run_llmjax(config, train_batches, test_batches, data) -> dict:
   """Test BLEU, chrF, loss and wall time of `train.train_and_evaluate` on the saved batches."""
   import jax
-
-  replay = ReplayData(train_batches, test_batches, data)
-  start = time.time()
-  with tempfile.TemporaryDirectory() as workdir, \
-      mock.patch.object(tasks, 'build_data', lambda config, **_: replay):
-    train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
-    results = json.loads((pathlib.Path(workdir) / 'results.json').read_text())
+  results, wall = side_by_side.train_llmjax(config, ReplayData(train_batches, test_batches, data))
   test = results['test']
   return {'bleu': test['bleu'], 'chrf': test['chrf'], 'test_loss': test['loss'],
-          'wall_s': time.time() - start, 'train_loss': results['epoch_loss']['0'],
+          'wall_s': wall, 'train_loss': results['epoch_loss']['0'],
           'device': jax.devices()[0].device_kind}
 
 
@@ -208,25 +200,6 @@ def build_hf_model(config, seed: int):
   return transformers.T5ForConditionalGeneration(hf_config)
 
 
-def hf_optimizer(model, config):
-  """torch AdamW + LambdaLR mirroring `llmjax.optim.make` (decay on all but the norm scales)."""
-  import torch
-  o = config.optim
-  decay, no_decay = [], []
-  # named_parameters() lists the tied shared/lm_head matrix once, as llmjax has one table.
-  for name, p in model.named_parameters():
-    (no_decay if 'layer_norm' in name else decay).append(p)
-  opt = torch.optim.AdamW([{'params': decay, 'weight_decay': o.weight_decay},
-                           {'params': no_decay, 'weight_decay': 0.0}],
-                          lr=o.lr, betas=(o.b1, o.b2), eps=o.eps)
-  # optax applies schedule(t) at update t (0-based); LambdaLR gives factor(t) after t scheduler
-  # steps.
-  schedule = optim.learning_rate(o, config.num_train_steps)
-  factors = np.asarray(schedule(np.arange(config.num_train_steps + 1)), np.float64) / o.lr
-  sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: float(factors[min(t, len(factors) - 1)]))
-  return opt, sched
-
-
 def test_rows(test_batches) -> tuple[list[np.ndarray], list[str], list[tuple]]:
   """(source ids, reference texts) of the test rows marked for decoding, and all real test pairs
   as (source, decoder inputs, targets) for the teacher-forced loss."""
@@ -247,13 +220,8 @@ def test_rows(test_batches) -> tuple[list[np.ndarray], list[str], list[tuple]]:
 def run_transformers(model, config, train_batches, test_batches, data, threads: int,
                      device: str = 'cpu', chunk: int = 16) -> dict:
   """Test BLEU, chrF, loss and wall time of T5ForConditionalGeneration on the saved batches."""
-  import torch
-  previous = torch.get_num_threads()
-  torch.set_num_threads(threads)
-  try:
+  with side_by_side.torch_threads(threads):
     return _train_transformers(model.to(device), config, train_batches, test_batches, data, chunk)
-  finally:
-    torch.set_num_threads(previous)  # A caller (e.g. a test session) keeps its own setting.
 
 
 def backward(model, pairs, label_smoothing: float, chunk: int) -> float:
@@ -273,7 +241,7 @@ def backward(model, pairs, label_smoothing: float, chunk: int) -> float:
 def _train_transformers(model, config, train_batches, test_batches, data, chunk: int) -> dict:
   import torch
   start = time.time()
-  opt, sched = hf_optimizer(model, config)
+  opt, sched = side_by_side.torch_adamw(model, config, config.num_train_steps)
   smoothing = config.task.label_smoothing
   model.train()
   run_nll, run_weight, window = 0.0, 0.0, []

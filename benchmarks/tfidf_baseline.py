@@ -24,7 +24,7 @@ if str(REPO) not in sys.path:  # Run as a script from anywhere, without installi
   sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'benchmarks'))
 
-import finetune_vs_transformers as finetune  # noqa: E402
+import side_by_side  # noqa: E402
 from llmjax import data as data_lib  # noqa: E402
 
 
@@ -53,7 +53,7 @@ def score(train, test) -> dict[str, float]:
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
-  config = finetune.load_config(args.config)
+  config = side_by_side.load_config(args.config)
   rows = []
   for fold in range(max(args.folds, 1)):
     if args.folds:

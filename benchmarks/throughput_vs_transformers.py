@@ -78,7 +78,7 @@ for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, witho
   if str(path) not in sys.path:
     sys.path.insert(0, str(path))
 
-import finetune_vs_transformers as finetune  # noqa: E402
+import side_by_side  # noqa: E402
 from llmjax import bench as llmjax_bench  # noqa: E402
 from llmjax import host, models  # noqa: E402
 from llmjax.errors import UserError  # noqa: E402
@@ -99,7 +99,7 @@ class Case:
 
   def load(self, tiny: bool):
     spec, overrides = self.spec(tiny)
-    config = finetune.load_config(spec)
+    config = side_by_side.load_config(spec)
     config.update_from_flattened_dict(overrides)
     # One step shape: rows padded to max_len (StepBench times one compiled step).
     config.data.buckets = (config.data.max_len,)
@@ -205,13 +205,9 @@ class TorchStep:
                    'labels': list(self.batches[0][1].shape),
                    'weights': list(self.batches[0][2].shape)}
     self.params = [p for p in self.model.parameters() if p.requires_grad]
-    o = config.optim
     self.label_smoothing = config.task.label_smoothing
-    self.clip_norm = o.clip_norm
-    self.optimizer = torch.optim.AdamW(
-        [{'params': [p for p in self.params if p.ndim > 1], 'weight_decay': o.weight_decay},
-         {'params': [p for p in self.params if p.ndim <= 1], 'weight_decay': 0.0}],
-        lr=o.lr, betas=(o.b1, o.b2), eps=o.eps, fused=True)
+    self.clip_norm = config.optim.clip_norm
+    self.optimizer, _ = side_by_side.torch_adamw(self.model, config)  # at a constant lr
     self._index = 0
 
   def step(self, kwargs, labels, weights):

@@ -67,22 +67,3 @@ def test_chunks_of_any_size_give_the_step_gradient(fake_cache):
   for nll, grad in zip(nlls[1:], grads[1:]):
     assert nll == pytest.approx(nlls[0], rel=1e-5)
     torch.testing.assert_close(grad, grads[0], rtol=1e-4, atol=1e-7)
-
-
-def test_hf_optimizer_mirrors_llmjax_decay_mask_and_schedule(fake_cache):
-  bench = load_benchmark('t5_translation_vs_transformers')
-  config = bench.load_config(bench.parse_args([*TINY, '--steps=20']))
-  model = bench.build_hf_model(config, 0)
-  opt, sched = bench.hf_optimizer(model, config)
-  decay, no_decay = opt.param_groups
-  names = {id(p): n for n, p in model.named_parameters()}
-  assert sorted(names[id(p)] for p in no_decay['params']) == sorted(
-      n for n in names.values() if n.endswith('layer_norm.weight'))
-  assert 'shared.weight' in {names[id(p)] for p in decay['params']}
-  lrs = []
-  for _ in range(20):
-    lrs.append(opt.param_groups[0]['lr'])
-    opt.step()
-    sched.step()
-  expected = bench.optim.learning_rate(config.optim, 20)(np.arange(20))
-  np.testing.assert_allclose(lrs, expected, rtol=1e-6, atol=1e-9)
