@@ -48,7 +48,7 @@ for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, witho
     sys.path.insert(0, str(path))
 
 import side_by_side  # noqa: E402
-from llmjax import assets, host, models, tasks, train  # noqa: E402
+from llmjax import assets, models, tasks, train  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -214,6 +214,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  # Both sides with the malloc tunables llmjax's own commands run with (llmjax/host.py).
-  host.exec_with_malloc_tunables()
-  main()
+  side_by_side.run(main)

@@ -45,7 +45,6 @@ for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, witho
     sys.path.insert(0, str(path))
 
 import side_by_side  # noqa: E402
-from llmjax import host  # noqa: E402
 from llmjax.data import lm  # noqa: E402
 
 
@@ -282,6 +281,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  # Both sides with the malloc tunables llmjax's own commands run with (llmjax/host.py).
-  host.exec_with_malloc_tunables()
-  main()
+  side_by_side.run(main)

@@ -35,7 +35,7 @@ for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, witho
 
 import finetune_vs_transformers as finetune  # noqa: E402
 import side_by_side  # noqa: E402
-from llmjax import assets, host, models, tasks, train  # noqa: E402
+from llmjax import assets, models, tasks, train  # noqa: E402
 
 
 def run_transformers(config, data, task, threads: int) -> dict:
@@ -95,6 +95,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  # Both sides with the malloc tunables llmjax's own commands run with (llmjax/host.py).
-  host.exec_with_malloc_tunables()
-  main()
+  side_by_side.run(main)

@@ -1,6 +1,6 @@
-"""What the side-by-side scripts share: a config file loaded as `--config` loads it, llmjax
-trained on saved batches, and the transformers side's optimizer and threads set up as llmjax's
-recipe says.
+"""What the side-by-side scripts share: their entry point, a config file loaded as `--config` loads
+it, llmjax trained on saved batches, and the transformers side's optimizer and threads set up as
+llmjax's recipe says.
 
 Not a script: the scripts of this folder import it (they put benchmarks/ on sys.path).
 """
@@ -10,24 +10,39 @@ import importlib.util
 import json
 import pathlib
 import re
+import sys
 import tempfile
 import time
 from unittest import mock
 
 import numpy as np
 
-from llmjax import optim, tasks, train
+from llmjax import host, optim, tasks, train
 from llmjax.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
+def run(main) -> None:
+  """A script's entry point: the process executed again with the malloc tunables llmjax's own
+  commands run with (llmjax/host.py), so that both sides allocate alike; then `main()`, a UserError
+  (a missing asset, a bad config) printed as one line with exit status 2, as llmjax's commands do."""
+  host.exec_with_malloc_tunables()
+  try:
+    main()
+  except UserError as e:
+    print(f'llmjax: error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
 def load_config(spec: str):
   """`FILE.py[:ARG]`'s get_config(ARG), FILE relative to the repository unless absolute."""
   path, _, arg = spec.partition(':')
-  path = pathlib.Path(path)
-  module_spec = importlib.util.spec_from_file_location('config', path if path.is_absolute()
-                                                       else REPO / path)
+  path = pathlib.Path(path) if pathlib.Path(path).is_absolute() else REPO / path
+  if not path.is_file():
+    raise UserError(f'no config file {path}: give --config=FILE.py[:ARG], FILE absolute or '
+                    'relative to the repository (e.g. configs/bert_classify.py)')
+  module_spec = importlib.util.spec_from_file_location('config', path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg or None)

@@ -61,7 +61,6 @@ for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, witho
     sys.path.insert(0, str(path))
 
 import side_by_side  # noqa: E402
-from llmjax import host  # noqa: E402
 from llmjax.data import translation  # noqa: E402
 from llmjax.tasks import seq2seq  # noqa: E402
 
@@ -334,6 +333,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  # Both sides with the malloc tunables llmjax's own commands run with (llmjax/host.py).
-  host.exec_with_malloc_tunables()
-  main()
+  side_by_side.run(main)

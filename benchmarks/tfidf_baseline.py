@@ -76,4 +76,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  main()
+  side_by_side.run(main)

@@ -80,7 +80,7 @@ for path in (REPO, REPO / 'benchmarks'):  # Run as a script from anywhere, witho
 
 import side_by_side  # noqa: E402
 from llmjax import bench as llmjax_bench  # noqa: E402
-from llmjax import host, models  # noqa: E402
+from llmjax import models  # noqa: E402
 from llmjax.errors import UserError  # noqa: E402
 
 
@@ -436,16 +436,13 @@ def main(argv=None) -> dict:
   return figures
 
 
+def _command() -> None:
+  args = parse_args()
+  if args.serve:
+    serve(args.serve, args.threads)
+  else:
+    main()
+
+
 if __name__ == '__main__':
-  # Both sides with the malloc tunables llmjax's own commands run with (llmjax/host.py): the
-  # workers inherit them.
-  host.exec_with_malloc_tunables()
-  try:
-    args = parse_args()
-    if args.serve:
-      serve(args.serve, args.threads)
-    else:
-      main()
-  except UserError as e:
-    print(f'llmjax: error: {e}', file=sys.stderr)
-    sys.exit(2)
+  side_by_side.run(_command)  # The workers inherit the malloc tunables (llmjax/host.py).

@@ -1,7 +1,11 @@
 """benchmarks/side_by_side.py: the transformers side's AdamW spares what llmjax's weight decay spares
-and follows llmjax's learning-rate schedule; torch's threads come back; a config loads as --config."""
+and follows llmjax's learning-rate schedule; torch's threads come back; a config loads as --config
+does, and a script's user error is one line."""
 
 import json
+import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -69,3 +73,16 @@ def test_torch_threads_are_restored_and_configs_load_by_path():
   relative = side_by_side.load_config('configs/gpt_lm.py:tiny')
   absolute = side_by_side.load_config(f'{REPO / "configs" / "gpt_lm.py"}:tiny')
   assert relative.to_dict() == absolute.to_dict() == load_config('gpt_lm', 'tiny').to_dict()
+
+
+def test_a_missing_config_is_one_line_from_the_function_and_from_a_script(tmp_path):
+  side_by_side = load_benchmark('side_by_side')
+  with pytest.raises(UserError, match=r'no config file .*configs/nope.py: give --config=FILE.py'):
+    side_by_side.load_config('configs/nope.py:tiny')
+  run = subprocess.run(
+      [sys.executable, str(REPO / 'benchmarks' / 'finetune_vs_transformers.py'),
+       '--config=configs/nope.py'], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert run.returncode == 2, run.stderr[-2000:]
+  assert run.stderr.strip().splitlines()[-1].startswith('llmjax: error: no config file ')
+  assert 'Traceback' not in run.stderr
